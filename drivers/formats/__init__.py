@@ -1,0 +1,1 @@
+"""One module per recording format. Each registers a :class:`~spikeflow.drivers.recording.Format`."""

@@ -1,0 +1,1 @@
+"""Format module (being written): registers its Format on import."""

@@ -1,0 +1,207 @@
+"""Reading and writing recordings: the format registry, detection by magic bytes, and the
+streaming reader/writer interfaces every format module implements.
+
+    with open_recording("clip.aedat4") as rec:      # format sniffed from the header
+        print(rec.info.sensor_size)
+        for chunk in rec:                          # EVENT_DTYPE arrays, <= chunk_events each
+            ...
+    events, info = read_recording("clip.raw")      # whole file in memory
+
+Memory is bounded by the chunk size, not the file size. Every decoding problem raises
+:class:`~spikeflow.service.errors.RecordingError` naming the file and byte offset.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from spikeflow.service.errors import RecordingError
+from spikeflow.service.events import EVENT_DTYPE, SensorSize
+
+DEFAULT_CHUNK_EVENTS = 1 << 20
+
+FORMAT_MODULES = (
+    # Each module calls register_format(...) at import.
+    "spikeflow.drivers.formats.native",
+    "spikeflow.drivers.formats.evt2",
+    "spikeflow.drivers.formats.evt3",
+    "spikeflow.drivers.formats.dat",
+    "spikeflow.drivers.formats.aedat2",
+    "spikeflow.drivers.formats.aedat31",
+    "spikeflow.drivers.formats.aedat4",
+    "spikeflow.drivers.formats.nmnist_bin",
+    "spikeflow.drivers.formats.tonic_npy",
+    "spikeflow.drivers.formats.hdf5",
+    "spikeflow.drivers.formats.text",
+)
+
+
+@dataclass
+class RecordingInfo:
+    """What a reader knows about a recording before decoding its events."""
+
+    path: str
+    format: str
+    sensor_size: SensorSize
+    extra: dict[str, Any] = field(default_factory=dict)  # camera, start time, labels, ...
+
+
+class Reader:
+    """Streaming reader base. Subclasses implement ``_chunks()`` yielding EVENT_DTYPE arrays."""
+
+    format_name = ""
+
+    def __init__(self, path: str | os.PathLike, chunk_events: int = DEFAULT_CHUNK_EVENTS):
+        self.path = Path(path)
+        if chunk_events <= 0:
+            raise ValueError(f"chunk_events must be > 0, got {chunk_events}")
+        self.chunk_events = int(chunk_events)
+        if not self.path.exists():
+            raise RecordingError(self.path, "no such file")
+        self.info: RecordingInfo = self._open()
+
+    def _open(self) -> RecordingInfo:
+        raise NotImplementedError
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for chunk in self._chunks():
+            if len(chunk):
+                yield chunk
+
+    def read_all(self) -> np.ndarray:
+        """Every event of the recording as one array."""
+        parts = list(self)
+        return np.concatenate(parts) if parts else np.zeros(0, EVENT_DTYPE)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Writer:
+    """Streaming writer base: ``write(events)`` any number of times, then ``close()``."""
+
+    format_name = ""
+
+    def __init__(self, path: str | os.PathLike, sensor_size, extra: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.sensor_size = SensorSize(*sensor_size)
+        self.extra = dict(extra or {})
+
+    def write(self, events: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass(frozen=True)
+class Format:
+    """A registered recording format.
+
+    ``sniff(head: bytes, path: Path) -> bool`` recognises the format from the first 4 KiB
+    (magic bytes / header), falling back to the extension only where the format has no magic.
+    """
+
+    name: str
+    description: str
+    extensions: tuple[str, ...]
+    sniff: Callable[[bytes, Path], bool]
+    reader: type[Reader]
+    writer: type[Writer] | None = None
+    priority: int = 0  # higher sniffs first (specific magics before extension guesses)
+
+
+_FORMATS: dict[str, Format] = {}
+_loaded = False
+
+
+def register_format(fmt: Format) -> Format:
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> dict[str, Format]:
+    """Every registered format, by name."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in FORMAT_MODULES:
+            importlib.import_module(mod)
+    return dict(_FORMATS)
+
+
+def get_format(name: str) -> Format:
+    fm = formats()
+    if name not in fm:
+        raise RecordingError("<format>", f"unknown format {name!r}; known: {sorted(fm)}")
+    return fm[name]
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The format name of ``path``, from its header bytes (and extension where no magic exists)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise RecordingError(p, f"cannot open: {e.strerror or e}") from None
+    for fmt in sorted(formats().values(), key=lambda f: -f.priority):
+        try:
+            if fmt.sniff(head, p):
+                return fmt.name
+        except Exception:  # a sniffer must never decide for another format by crashing
+            continue
+    raise RecordingError(p, f"unknown recording format (first bytes {head[:16]!r}); "
+                            f"known formats: {sorted(formats())}", offset=0)
+
+
+def open_recording(path: str | os.PathLike, format: str | None = None,
+                   chunk_events: int = DEFAULT_CHUNK_EVENTS, **options) -> Reader:
+    """Open a streaming reader; ``format`` overrides detection."""
+    name = format or detect_format(path)
+    return get_format(name).reader(path, chunk_events=chunk_events, **options)
+
+
+def read_recording(path: str | os.PathLike, format: str | None = None, **options) -> tuple[np.ndarray, RecordingInfo]:
+    """Decode a whole recording: ``(events, info)``."""
+    with open_recording(path, format, **options) as rec:
+        return rec.read_all(), rec.info
+
+
+def open_writer(path: str | os.PathLike, sensor_size, format: str | None = None,
+                extra: dict[str, Any] | None = None) -> Writer:
+    """Open a streaming writer; ``format`` defaults from the extension."""
+    p = Path(path)
+    if format is None:
+        ext = "".join(p.suffixes[-1:]).lower()
+        cands = [f for f in formats().values() if f.writer is not None and ext in f.extensions]
+        if not cands:
+            raise RecordingError(p, f"no writer for extension {ext!r}; writers: "
+                                    f"{sorted(f.name for f in formats().values() if f.writer)}")
+        fmt = cands[0]
+    else:
+        fmt = get_format(format)
+        if fmt.writer is None:
+            raise RecordingError(p, f"format {format!r} has no writer")
+    return fmt.writer(p, sensor_size, extra=extra)

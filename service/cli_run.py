@@ -1,0 +1,11 @@
+"""`spikeflow run` (being written)."""
+
+from spikeflow.service.errors import SpikeflowError
+
+
+def add_arguments(parser):
+    parser.add_argument("args", nargs="*")
+
+
+def run(args):
+    raise SpikeflowError("'spikeflow run' is not built yet")

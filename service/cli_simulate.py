@@ -1,0 +1,11 @@
+"""`spikeflow simulate` (being written)."""
+
+from spikeflow.service.errors import SpikeflowError
+
+
+def add_arguments(parser):
+    parser.add_argument("args", nargs="*")
+
+
+def run(args):
+    raise SpikeflowError("'spikeflow simulate' is not built yet")

@@ -1,0 +1,11 @@
+"""`spikeflow status` (being written)."""
+
+from spikeflow.service.errors import SpikeflowError
+
+
+def add_arguments(parser):
+    parser.add_argument("args", nargs="*")
+
+
+def run(args):
+    raise SpikeflowError("'spikeflow status' is not built yet")

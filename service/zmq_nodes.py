@@ -1,0 +1,1 @@
+"""Node module (being written): registers its node types on import."""
