@@ -44,7 +44,7 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class TrainConfig:
     epochs: int = 1              # STDP passes per conv layer
-    readout: str = "svm"         # a READOUTS key
+    readout: str = "logistic"    # a READOUTS key
     readout_C: float = 1.0
     seed: int = 0
     packet_us: int = 10_000      # how samples are cut into packets (as a replay would)
@@ -88,6 +88,12 @@ class Laid:
     end_us: int
 
 
+ALIGN_US = 100_000
+"""Every sample starts on a multiple of this on the stream clock, so encoder and classifier
+windows (divisors of 100 ms by default) fall on a sample the same way whatever came before it:
+training is reproducible and a resumed run equals an uninterrupted one."""
+
+
 class Clock:
     """The shared sensor clock of a training/evaluation stream: every pass continues where the
     previous one ended, because the nodes keep time-ordered state (windows, filters)."""
@@ -124,17 +130,26 @@ def lay_out(samples: Iterable[Sample], packet_us: int, gap_us: int, clock: Clock
                               t0_us=int(edges[-1]), t1_us=gap_end, sent_ns=time.time_ns(),
                               events=shifted[len(shifted):]))
         seq += 1
-        t_next = gap_end
+        t_next = -(-gap_end // ALIGN_US) * ALIGN_US
+        if t_next > gap_end:  # silence up to the aligned onset of the next sample
+            packets.append(Packet(kind="events", stream="train", seq=seq, sensor_size=s.sensor_size,
+                                  t0_us=gap_end, t1_us=t_next, sent_ns=time.time_ns(),
+                                  events=shifted[len(shifted):]))
+            seq += 1
         clock.t_next_us, clock.seq = t_next, seq
         yield Laid(s, onset, end), packets
 
 
 def _samples(ds: Dataset, limit: int) -> list[Sample]:
-    out = []
-    for s in ds:
-        out.append(s)
-        if limit and len(out) >= limit:
-            break
+    """All samples, or ``limit`` of them balanced over the classes (round robin, in data order)."""
+    keep = None
+    if limit:
+        labels = np.asarray(ds.labels())
+        per_class = [list(np.nonzero(labels == c)[0]) for c in np.unique(labels)]
+        order = [i for rank in range(max(map(len, per_class), default=0)) for idx in per_class
+                 if rank < len(idx) for i in [idx[rank]]]
+        keep = set(order[:limit])
+    out = [s for i, s in enumerate(ds) if keep is None or i in keep]
     if not out:
         raise ModelError("the training data holds no samples")
     return out
@@ -162,10 +177,21 @@ class TrainResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def checkpoint_path(out_path: str | Path) -> Path:
+    """Where training keeps its latest checkpoint (a bundle without readout) beside ``out_path``."""
+    p = Path(out_path)
+    return p.with_name(p.stem + ".checkpoint.npz")
+
+
 def train(graph: str, data: Dataset, out_path: str, cfg: TrainConfig = TrainConfig(), *,
           data_spec: str = "", overrides: list[str] | None = None,
-          progress: Progress | None = None) -> TrainResult:
-    """Layer-by-layer STDP, then the readout; writes a model bundle to ``out_path``."""
+          progress: Progress | None = None, resume: str | None = None) -> TrainResult:
+    """Layer-by-layer STDP, then the readout; writes a model bundle to ``out_path``.
+
+    After every STDP epoch the learned weights are checkpointed (atomically) to
+    :func:`checkpoint_path`; an interrupted run (Ctrl-C) leaves that checkpoint, and
+    ``resume=`` continues from it, skipping the epochs it already holds.
+    """
     t_start = time.perf_counter()
     spec = load_graph(graph, overrides=overrides)
     roles = graph_roles(spec)
@@ -176,13 +202,24 @@ def train(graph: str, data: Dataset, out_path: str, cfg: TrainConfig = TrainConf
     chain = _chain(spec, roles, size, with_classifier=False, taps=[roles.classifier_input])
     convergence: dict[str, list[float]] = {}
     clock = Clock()
+    done_epochs: dict[str, int] = {}
+    ckpt = checkpoint_path(out_path)
+    graph_text = graph_source_text(graph)
+    if resume:
+        prior = load_bundle(resume)
+        for name, node in chain.nodes.items():
+            st = prior.node_state(name)
+            if st:
+                node.load_state(st)
+        done_epochs = {k: int(v) for k, v in prior.meta.get("done_epochs", {}).items()}
+        convergence = {k: list(v) for k, v in prior.meta.get("convergence", {}).items()}
     try:
         # 1-2. unsupervised STDP, one layer at a time
         for layer in roles.convs:
             for name in roles.convs:
                 chain.node(name).configure(learn=(name == layer))
-            convergence[layer] = []
-            for epoch in range(cfg.epochs):
+            convergence.setdefault(layer, [])
+            for epoch in range(done_epochs.get(layer, 0), cfg.epochs):
                 for i, (laid, packets) in enumerate(lay_out(samples, cfg.packet_us, gap, clock)):
                     for p in packets:
                         chain.feed(roles.source, roles.source_port, p)
@@ -191,6 +228,10 @@ def train(graph: str, data: Dataset, out_path: str, cfg: TrainConfig = TrainConf
                 chain.flush()
                 chain.clear_taps()
                 convergence[layer].append(float(chain.node(layer).stats().get("convergence", np.nan)))
+                done_epochs[layer] = epoch + 1
+                save_bundle(ckpt, graph_text, _chain_state(chain),
+                            {"stage": "stdp", "done_epochs": done_epochs, "convergence": convergence,
+                             "data": data_spec, "config": asdict(cfg), "overrides": list(overrides or [])})
         for name in roles.convs:
             chain.node(name).configure(learn=False)
         # 3. readout on the classifier's evidence windows
@@ -199,7 +240,7 @@ def train(graph: str, data: Dataset, out_path: str, cfg: TrainConfig = TrainConf
             else READOUTS[cfg.readout](seed=cfg.seed)
         readout.fit(X, y)
         train_acc = float((readout.predict(X) == y).mean())
-        state = {f"{n}/{k}": v for n, node in chain.nodes.items() for k, v in (node.state() or {}).items()}
+        state = _chain_state(chain)
     finally:
         chain.close()
     classes = getattr(data, "classes", ())
@@ -211,9 +252,15 @@ def train(graph: str, data: Dataset, out_path: str, cfg: TrainConfig = TrainConf
             "n_train_windows": int(len(y)), "train_window_accuracy": train_acc, "classes": names,
             "labels": [int(c) for c in readout.classes], "convergence": convergence,
             "roles": asdict(roles), "sensor_size": list(size), "overrides": list(overrides or [])}
-    save_bundle(out_path, graph_source_text(graph), state, meta)
+    save_bundle(out_path, graph_text, state, meta)
+    if ckpt.exists():
+        ckpt.unlink()
     return TrainResult(str(out_path), len(samples), int(len(y)), convergence, train_acc,
                        time.perf_counter() - t_start, meta)
+
+
+def _chain_state(chain: LocalChain) -> dict[str, np.ndarray]:
+    return {f"{n}/{k}": v for n, node in chain.nodes.items() for k, v in (node.state() or {}).items()}
 
 
 def graph_source_text(graph: str) -> str:
