@@ -6,6 +6,7 @@ same subject or sample). Sources:
 
 - ``dir:PATH``          a directory of recordings with a ``labels.csv`` (file,label[,split][,group])
 - ``bundled``           the simulated gestures shipped in ``spikeflow.recordings``
+- ``slayer-gesture:PATH`` the 10 real DVS128 Gesture clips SLAYER ships as ``<class>.bs2``
 - ``slayer-nmnist:PATH`` N-MNIST samples as SLAYER ``.bs2`` with ``train1K.txt`` / ``test100.txt``
 - ``dvs128:PATH``       the DVS128 Gesture original layout: ``user*_*.aedat`` (AEDAT 3.1) with
                         ``user*_*_labels.csv``; users 1–23 train, 24–29 test (Amir et al. 2017)
@@ -29,14 +30,12 @@ import numpy as np
 from spikeflow.service.errors import SpikeflowError
 from spikeflow.service.events import SensorSize, as_events
 
+from .gesture_labels import GESTURE_CLASSES, cut_samples, read_labels
 from .recording import read_recording
 
 SPLITS = ("train", "test", "all")
 
-DVS128_GESTURE_CLASSES = (
-    "hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
-    "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
-    "arm_roll", "air_drums", "air_guitar", "other")
+DVS128_GESTURE_CLASSES = tuple(GESTURE_CLASSES[k] for k in sorted(GESTURE_CLASSES))
 """DvsGesture ``gesture_mapping.csv`` order; class id = index + 1."""
 
 DVS128_TRAIN_USERS = range(1, 24)
@@ -172,6 +171,34 @@ class SlayerNmnist(Dataset):
             yield Sample(events, info.sensor_size, label, sid, sid)
 
 
+class SlayerGesture(Dataset):
+    """The DVS128 Gesture clips SLAYER ships as ``<class>.bs2`` (first 1.45 s of one gesture each;
+    the class is the file number, inferred — see ../shared/recordings/MANIFEST.md). One subject
+    and one sample per class: good for checking that classes separate, not for accuracy claims."""
+
+    classes = DVS128_GESTURE_CLASSES
+    label_base = 1
+    sensor_size = SensorSize(128, 128, 2)
+
+    def __init__(self, root, split: str = "all"):
+        self.root = Path(root)
+        _check_split(split)
+        self._files = sorted((int(p.stem), p) for p in self.root.glob("*.bs2") if p.stem.isdigit())
+        if not self._files:
+            raise DatasetError(f"{self.root}: no <class>.bs2 gesture clips found")
+
+    def __len__(self):
+        return len(self._files)
+
+    def labels(self):
+        return np.array([c for c, _ in self._files])
+
+    def __iter__(self):
+        for c, p in self._files:
+            events, info = read_recording(p, format="nmnist_bin", sensor_size=tuple(self.sensor_size))
+            yield Sample(events, info.sensor_size, c, p.name, "slayer-subject")
+
+
 _DVS128_NAME = re.compile(r"^user(\d+)_(.+)\.aedat$")
 
 
@@ -197,48 +224,21 @@ class Dvs128Gesture(Dataset):
                 labels = path.with_name(path.stem + "_labels.csv")
                 if not labels.exists():
                     raise DatasetError(f"{labels}: labels file missing for {path.name}")
-                self._files.append((path, labels, int(m.group(1))))
+                self._files.append((path, read_labels(labels), int(m.group(1))))
         if not self._files:
             raise DatasetError(f"{self.root}: no user*_*.aedat recordings for the {split} split "
                                f"(users {users.start}-{users.stop - 1})")
-        self._spans = [(p, user, span) for p, lab, user in self._files for span in _read_gesture_labels(lab)]
 
     def __len__(self):
-        return len(self._spans)
+        return sum(len(lab.label) for _, lab, _ in self._files)
 
     def labels(self):
-        return np.array([s[2][0] for s in self._spans])
+        return np.concatenate([lab.label for _, lab, _ in self._files]).astype(np.int64)
 
     def __iter__(self):
-        cache_path, cache = None, None
-        for path, user, (label, start, end) in self._spans:
-            if path != cache_path:
-                cache, _ = read_recording(path)
-                cache_path = path
-            t = cache["t"]
-            ev = cache[np.searchsorted(t, start): np.searchsorted(t, end)]
-            yield Sample(ev, self.sensor_size, int(label), f"{path.stem}#{start}", f"user{user:02d}")
-
-
-def _read_gesture_labels(path: Path) -> list[tuple[int, int, int]]:
-    """Rows (class, startTime_usec, endTime_usec) of a DVS128 Gesture labels CSV."""
-    rows = []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["class", "startTime_usec", "endTime_usec"]:
-            raise DatasetError(f"{path}: expected header class,startTime_usec,endTime_usec, got {header}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                c, s, e = (int(v) for v in row[:3])
-            except ValueError:
-                raise DatasetError(f"{path}:{line}: expected three integers, got {row}") from None
-            if not (1 <= c <= 11) or e <= s:
-                raise DatasetError(f"{path}:{line}: class {c} must be 1-11 and end {e} > start {s}")
-            rows.append((c, s, e))
-    return rows
+        for path, lab, user in self._files:
+            for s in cut_samples(path, lab):
+                yield Sample(s.events, s.sensor_size, s.label, f"{path.stem}#{s.start_us}", f"user{user:02d}")
 
 
 class TonicDataset(Dataset):
@@ -303,6 +303,8 @@ def open_dataset(spec: str, split: str = "train", **options) -> Dataset:
         return LabeledDirectory(rest, split=split, **options)
     if kind == "slayer-nmnist" and rest:
         return SlayerNmnist(rest, split=split)
+    if kind == "slayer-gesture" and rest:
+        return SlayerGesture(rest, split=split)
     if kind == "dvs128" and rest:
         return Dvs128Gesture(rest, split=split)
     if kind == "tonic" and rest:
@@ -311,8 +313,8 @@ def open_dataset(spec: str, split: str = "train", **options) -> Dataset:
     if Path(spec).is_dir():
         return LabeledDirectory(spec, split=split, **options)
     raise DatasetError(f"cannot understand data source {spec!r}; expected bundled, dir:PATH, "
-                       f"slayer-nmnist:PATH, dvs128:PATH or tonic:NAME:PATH")
+                       f"slayer-nmnist:PATH, slayer-gesture:PATH, dvs128:PATH or tonic:NAME:PATH")
 
 
 __all__ = ["Sample", "Dataset", "DatasetError", "LabeledDirectory", "bundled_gestures", "SlayerNmnist",
-           "Dvs128Gesture", "TonicDataset", "open_dataset", "DVS128_GESTURE_CLASSES"]
+           "Dvs128Gesture", "SlayerGesture", "TonicDataset", "open_dataset", "DVS128_GESTURE_CLASSES"]

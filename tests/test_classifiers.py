@@ -106,3 +106,18 @@ def test_classifier_without_model_is_a_clear_error():
     node.setup({"spikes_in": PortMeta("spikes", SensorSize(8, 8, 2))})
     with pytest.raises(ModelError, match="no readout loaded"):
         node.process("spikes_in", _spike_packet(0, 0, 1000, 0, 3))
+
+
+def test_label_packets_round_trip_the_wire_protocol(tmp_path):
+    from spikeflow.service.protocol import decode, encode
+
+    model = tmp_path / "readout.npz"
+    np.savez(model, **_two_map_readout().state())
+    node = Classifier("cls", ClassifierParams(model=str(model), window_us=10_000, stride_us=10_000,
+                                              class_names=("three", "seven")))
+    node.setup({"spikes_in": PortMeta("spikes", SensorSize(8, 8, 2))})
+    pkt = node.process("spikes_in", _spike_packet(0, 0, 10_000, 1, 40))["labels_out"][0]
+    frames = [bytes(f) for f in encode(pkt)]
+    topic, back = decode(frames)
+    assert back.kind == "labels" and back.seq == pkt.seq and (back.t0_us, back.t1_us) == (pkt.t0_us, pkt.t1_us)
+    assert back.data == pkt.data and back.data["name"] == "seven"

@@ -6,8 +6,9 @@ Layout (all little-endian)::
     hdr_len    u32      length of the JSON header
     header     JSON     {"version": 1, "sensor_size": [W, H, C], "extra": {...}}
     blocks...  each:
-        b"SFB1" | u32 n_events | u32 payload_len | u32 crc32(payload) | i64 t_first
+        b"SFB1" | u32 n_events | u32 payload_len | u32 crc | i64 t_first
         payload = lz4.block( t deltas (i64, first = 0) | x (i2) | y (i2) | p (i2) ), columns
+        crc = crc32 over (n_events, payload_len, t_first) packed "<IIq", continued over payload
 
 Each block is independent, so memory is bounded by the block size. Any ``EVENT_DTYPE`` array
 round-trips bit-exactly, including unsorted timestamps and negative values.
@@ -36,6 +37,11 @@ BLOCK_MAGIC = b"SFB1"
 MAX_HEADER = 1 << 20
 MAX_BLOCK_EVENTS = 1 << 22
 DEFAULT_BLOCK_EVENTS = 1 << 16
+
+
+def _block_crc(n: int, plen: int, t_first: int, payload: bytes) -> int:
+    """CRC of the block header fields and payload: a flipped bit in t_first is caught too."""
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<IIq", n, plen, t_first)))
 
 
 def _encode_block(ev: np.ndarray) -> tuple[bytes, int]:
@@ -80,7 +86,8 @@ class NativeWriter(Writer):
 
     def _write_block(self, ev: np.ndarray) -> None:
         payload, t_first = _encode_block(ev)
-        self._f.write(BLOCK.pack(BLOCK_MAGIC, len(ev), len(payload), zlib.crc32(payload), t_first) + payload)
+        crc = _block_crc(len(ev), len(payload), t_first, payload)
+        self._f.write(BLOCK.pack(BLOCK_MAGIC, len(ev), len(payload), crc, t_first) + payload)
         self.events_written += len(ev)
 
     def flush(self) -> None:
@@ -140,7 +147,7 @@ class NativeReader(Reader):
                 payload = f.read(plen)
                 if len(payload) < plen:
                     raise RecordingError(self.path, f"truncated block payload ({len(payload)} of {plen} bytes)", off + BLOCK.size)
-                if zlib.crc32(payload) != crc:
+                if _block_crc(n, plen, t_first, payload) != crc:
                     raise RecordingError(self.path, "block CRC mismatch (corrupt data)", off + BLOCK.size)
                 try:
                     raw = lz4.block.decompress(payload, uncompressed_size=14 * n)
