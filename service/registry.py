@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "spikeflow.nodes.snn",           # spiking conv / pool / wta with STDP
     "spikeflow.nodes.loihi",         # loihi_emulator
     "spikeflow.nodes.classifiers",   # readout and classifiers
+    "spikeflow.nodes.scoreboard",    # live predictions vs ground truth, run summary
 )
 
 _REGISTRY: dict[str, type] = {}

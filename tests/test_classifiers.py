@@ -121,3 +121,35 @@ def test_label_packets_round_trip_the_wire_protocol(tmp_path):
     topic, back = decode(frames)
     assert back.kind == "labels" and back.seq == pkt.seq and (back.t0_us, back.t1_us) == (pkt.t0_us, pkt.t1_us)
     assert back.data == pkt.data and back.data["name"] == "seven"
+
+
+def _truth_packet(seq, t0, t1, label, onset):
+    return Packet(kind="events", stream="src.events_out", seq=seq, sensor_size=SensorSize(8, 8, 2), t0_us=t0,
+                  t1_us=t1, sent_ns=1, events=make_events([], [], [], []),
+                  data={"truth": {"label": label, "name": f"c{label}", "onset_us": onset}})
+
+
+def _label_packet(seq, t1, cls, scores, uncertain=False):
+    return Packet(kind="labels", stream="cls.labels_out", seq=seq, t0_us=t1 - 10_000, t1_us=t1, sent_ns=0,
+                  data={"class": -1 if uncertain else cls, "name": "x", "confidence": max(scores),
+                        "uncertain": uncertain, "classes": [3, 7], "scores": scores})
+
+
+def test_scoreboard_scores_segments_and_latency(capsys):
+    from spikeflow.nodes.scoreboard import Scoreboard, ScoreboardParams
+
+    sb = Scoreboard("score", ScoreboardParams(show="all"))
+    sb.setup({})
+    # segment A (truth 3) on [0, 100 ms), segment B (truth 7) on [200, 300 ms)
+    for i, (t0, lab, onset) in enumerate([(0, 3, 0), (50_000, 3, 0), (200_000, 7, 200_000), (250_000, 7, 200_000)]):
+        sb.process("truth_in", _truth_packet(i, t0, t0 + 50_000, lab, onset))
+    sb.process("labels_in", _label_packet(0, 30_000, 3, [0.5, 0.5], uncertain=True))
+    sb.process("labels_in", _label_packet(1, 60_000, 3, [0.9, 0.1]))      # first correct at 60 ms
+    sb.process("labels_in", _label_packet(2, 230_000, 3, [0.6, 0.4]))     # wrong
+    sb.process("labels_in", _label_packet(3, 280_000, 7, [0.1, 0.9]))     # correct at +80 ms; sum favours 7
+    s = sb.summary()
+    assert s["segments"] == 2 and s["scored"] == 2 and s["accuracy"] == 1.0
+    assert s["onset_to_first_correct_p50_ms"] == pytest.approx(70.0)
+    sb.flush()
+    out = capsys.readouterr().out
+    assert "truth: c3" in out and "✗" in out and "summary: 2 labeled recordings, accuracy 100.0 %" in out
