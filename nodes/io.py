@@ -1,1 +1,334 @@
-"""Node module (being written): registers its node types on import."""
+"""Built-in sources and sinks: ``replay`` (a recording), ``simulate`` (synthetic DVS), ``record``, ``print``.
+
+Sources pace themselves (``speed`` 1.0 = real time, 0 = as fast as downstream accepts) and end
+when their data ends, unless ``loop``. ``record`` writes through the drivers' writers and is
+flushed and closed by the runtime's drain, so a file is complete after SIGTERM. Network sources
+and sinks (``zmq_input``, ``publish``) live in :mod:`spikeflow.service.zmq_nodes`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from spikeflow.nodes.base import Node, PortMeta, Source, param
+from spikeflow.service.errors import ParamError
+from spikeflow.service.events import EVENT_DTYPE, SensorSize, window_bounds
+from spikeflow.service.packet import Packet, events_packet, now_ns
+from spikeflow.service.registry import register
+
+
+def resolve_recording(path: str, key: str) -> Path:
+    """A path as given if it exists, else a bundled recording of that name (spikeflow.recordings)."""
+    if not path:
+        raise ParamError(key, "a recording path is required")
+    p = Path(path).expanduser()
+    if p.exists():
+        return p.resolve()
+    if p.parent == Path("."):
+        from spikeflow import recordings
+
+        try:
+            return recordings.path(path)
+        except FileNotFoundError as e:
+            raise ParamError(key, f"no such file {str(p)!r} (cwd {os.getcwd()}), and {e}") from None
+    raise ParamError(key, f"no such file {str(p)!r} (cwd {os.getcwd()})")
+
+
+class Pacer:
+    """Maps sensor time to wall time at ``speed`` (0 = no pacing); sleeps in short slices so a
+    stop request is honoured quickly."""
+
+    def __init__(self, speed: float, stopping=lambda: False):
+        self.speed = float(speed)
+        self.stopping = stopping
+        self._t0_us: int | None = None
+        self._wall0_ns = 0
+
+    def wait_until(self, t_us: int) -> None:
+        if self.speed <= 0:
+            return
+        if self._t0_us is None:
+            self._t0_us, self._wall0_ns = int(t_us), time.monotonic_ns()
+            return
+        target_ns = self._wall0_ns + (int(t_us) - self._t0_us) * 1000.0 / self.speed
+        while not self.stopping():
+            left_s = (target_ns - time.monotonic_ns()) / 1e9
+            if left_s <= 0:
+                return
+            time.sleep(min(left_s, 0.05))
+
+    def restart(self) -> None:
+        self._t0_us = None
+
+
+# -- replay ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplayParams:
+    path: str = param("", "recording file (any registered format), or the name of a bundled recording")
+    window_us: int = param(1000, "packet window in µs of sensor time", min=1, max=10**9)
+    count: int | None = param(None, "if set, packets of this many events instead of time windows", min=1)
+    speed: float = param(1.0, "1.0 = real time, 2.0 = twice as fast, 0 = as fast as possible", min=0.0)
+    loop: bool = param(False, "start over at the end (a live-like endless stream)")
+    sensor_size: tuple[int, int, int] | None = param(None, "override the recording's (width, height, channels)")
+
+
+@register
+class Replay(Source):
+    """Stream a recording as packets, paced on its timestamps (``spikeflow.drivers.replay``)."""
+
+    type_name = "replay"
+    Params = ReplayParams
+    outputs = {"events_out": "events"}
+
+    def __init__(self, name, params=None):
+        super().__init__(name, params)
+        self.path = resolve_recording(self.params.path, f"nodes.{name}.params.path")
+        self.packets_out = self.events_out = 0
+
+    def setup(self, meta):
+        if self.params.sensor_size is not None:
+            size = SensorSize(*self.params.sensor_size)
+        else:
+            from spikeflow.drivers.recording import open_recording
+
+            with open_recording(self.path) as rec:
+                size = rec.info.sensor_size
+        self.sensor_size = size
+        return {"events_out": PortMeta("events", size)}
+
+    def packets(self) -> Iterator[tuple[str, Packet]]:
+        from spikeflow.drivers.replay import Replay as _Replay
+
+        p = self.params
+        self._replay = _Replay(str(self.path), window_us=p.window_us, count=p.count, speed=p.speed, loop=p.loop,
+                               sensor_size=self.sensor_size, stream=f"{self.name}.events_out",
+                               stop=lambda: self.stopping)
+        for pkt in self._replay:
+            self.packets_out += 1
+            self.events_out += pkt.count
+            yield "events_out", pkt
+
+    def stats(self):
+        out = {"path": str(self.path), "packets_out": self.packets_out, "events_out": self.events_out}
+        r = getattr(self, "_replay", None)
+        if r is not None:
+            out.update({k: v for k, v in r.stats().items() if k.startswith("late") or k == "passes"})
+        return out
+
+
+# -- simulate -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SimulateParams:
+    scene: str = param("bars", "'bars': a bar sweeping across the sensor; 'gesture': a DVS128 gesture",
+                       choices=("bars", "gesture"))
+    class_id: int = param(1, "gesture class (DvsGesture numbering, 1-11) when scene = 'gesture'", min=1, max=11)
+    seed: int = param(0, "random seed (same seed, same events)", min=0)
+    duration_us: int = param(1_000_000, "length of one pass of the scene in µs", min=1000, max=10**10)
+    size: int = param(128, "sensor width and height in pixels", min=8, max=1024)
+    window_us: int = param(1000, "packet window in µs", min=100, max=10**9)
+    bar_speed_px_s: float = param(200.0, "bar speed in pixels per second (bars)", min=1.0, max=1e6)
+    speed: float = param(1.0, "1.0 = real time, 0 = as fast as possible", min=0.0)
+    loop: bool = param(False, "repeat the scene forever")
+
+
+@register
+class Simulate(Source):
+    """Synthetic DVS events: a moving bar through the pixel simulator, or a simulated gesture."""
+
+    type_name = "simulate"
+    Params = SimulateParams
+    outputs = {"events_out": "events"}
+
+    def setup(self, meta):
+        self.sensor_size = SensorSize(self.params.size, self.params.size, 2)
+        self.packets_out = self.events_out = 0
+        return {"events_out": PortMeta("events", self.sensor_size)}
+
+    def _windows(self, offset_us: int, rep: int) -> Iterator[np.ndarray]:
+        """Event arrays of one pass, window by window (bars: simulated frame by frame)."""
+        p = self.params
+        if p.scene == "gesture":
+            from spikeflow.drivers.gestures import simulate_gesture
+
+            ev = np.array(simulate_gesture(p.class_id, seed=p.seed + rep, duration_us=p.duration_us, size=p.size))
+            ev = ev[(ev["t"] >= 0) & (ev["t"] < p.duration_us)]
+            ev["t"] += offset_us
+            b = window_bounds(ev, p.window_us, t_start=offset_us)
+            for k in range(len(b) - 1):
+                yield ev[b[k, 1]:b[k + 1, 1]]
+            return
+        from spikeflow.drivers.simulator import DvsSimulator, PixelParams
+
+        sim = DvsSimulator(p.size, p.size, PixelParams(shot_noise_rate_hz=0.1), seed=p.seed + rep)
+        sim.feed(_bar_frame(p.size, 0.0), offset_us)
+        for t in range(p.window_us, p.duration_us + 1, p.window_us):
+            pos = (p.bar_speed_px_s * t / 1e6) % (p.size + 8) - 4
+            yield sim.feed(_bar_frame(p.size, pos), offset_us + t)
+
+    def packets(self):
+        p = self.params
+        stream = f"{self.name}.events_out"
+        pacer = Pacer(p.speed, lambda: self.stopping)
+        seq, rep, offset = 0, 0, 0
+        while not self.stopping:
+            t0 = offset
+            for ev in self._windows(offset, rep):
+                if self.stopping:
+                    return
+                pacer.wait_until(t0 + p.window_us)
+                pkt = events_packet(np.ascontiguousarray(ev, EVENT_DTYPE), stream, seq, self.sensor_size,
+                                    t0, t0 + p.window_us)
+                seq += 1
+                t0 += p.window_us
+                self.packets_out += 1
+                self.events_out += len(ev)
+                yield "events_out", pkt
+            if not p.loop:
+                return
+            rep += 1
+            offset += p.duration_us
+
+    def stats(self):
+        return {"packets_out": self.packets_out, "events_out": self.events_out}
+
+
+def _bar_frame(size: int, pos_px: float) -> np.ndarray:
+    """A grey frame with a dark vertical bar, 4 px wide, left edge at ``pos_px`` (anti-aliased)."""
+    x = np.arange(size, dtype=np.float64)
+    cover = np.clip(np.minimum(x + 1 - pos_px, pos_px + 4 - x), 0.0, 1.0)
+    row = 0.8 - 0.7 * cover
+    return np.broadcast_to(row, (size, size)).copy()
+
+
+# -- record ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordParams:
+    path: str = param("", "output file; the format follows the extension (.sfe native, ...)")
+    format: str | None = param(None, "writer format name, overriding the extension")
+    overwrite: bool = param(True, "replace an existing file (false: refuse to start)")
+
+
+@register
+class Record(Node):
+    """Write every event to a file through ``spikeflow.drivers.recording.open_writer``.
+
+    Lossless by contract (the graph refuses a realtime edge into it). The file is opened at the
+    first packet (a dry build for validation never touches it), flushed by ``flush`` and
+    closed by ``close``, which the runtime calls on drain, so the file is complete after SIGTERM.
+    """
+
+    type_name = "record"
+    Params = RecordParams
+    inputs = {"events_in": "any"}
+    outputs = {}
+    is_sink = True
+    requires_lossless = True
+
+    def __init__(self, name, params=None):
+        super().__init__(name, params)
+        key = f"nodes.{name}.params.path"
+        if not self.params.path:
+            raise ParamError(key, "an output path is required")
+        self.path = Path(self.params.path).expanduser().resolve()
+        if not self.path.parent.is_dir():
+            raise ParamError(key, f"directory {str(self.path.parent)!r} does not exist")
+        if self.path.exists() and not self.params.overwrite:
+            raise ParamError(key, f"{str(self.path)!r} exists and overwrite = false")
+        self._writer = None
+        self.events_written = self.packets_written = 0
+
+    def setup(self, meta):
+        from spikeflow.drivers.recording import formats
+
+        m = meta["events_in"]
+        if m.kind not in ("events", "spikes"):
+            raise ParamError(f"nodes.{self.name}.inputs.events_in", f"record writes events or spikes, got {m.kind!r}")
+        fm = formats()
+        if self.params.format is not None:
+            if self.params.format not in fm or fm[self.params.format].writer is None:
+                raise ParamError(f"nodes.{self.name}.params.format", f"no writer named {self.params.format!r}; "
+                                 f"writers: {sorted(n for n, f in fm.items() if f.writer)}")
+        elif not any(f.writer and self.path.suffix.lower() in f.extensions for f in fm.values()):
+            raise ParamError(f"nodes.{self.name}.params.path", f"no writer for extension {self.path.suffix!r}; "
+                             f"writers: {sorted(e for f in fm.values() if f.writer for e in f.extensions)}")
+        self.sensor_size = m.sensor_size
+        return {}
+
+    def _open(self):
+        if self._writer is None:
+            from spikeflow.drivers.recording import open_writer
+
+            self._writer = open_writer(self.path, self.sensor_size, format=self.params.format,
+                                       extra={"recorded_by": f"spikeflow record node {self.name}"})
+        return self._writer
+
+    def process(self, port, packet):
+        ev = packet.events
+        w = self._open()
+        if ev is not None and len(ev):
+            w.write(ev)
+            self.events_written += len(ev)
+        self.packets_written += 1
+        return {}
+
+    def flush(self):
+        w = self._open()
+        if hasattr(w, "flush"):
+            w.flush()
+        return {}
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+
+    def stats(self):
+        return {"path": str(self.path), "events_written": self.events_written, "packets_written": self.packets_written}
+
+
+# -- print ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PrintParams:
+    every: int = param(1, "print one packet in every N", min=1)
+    limit: int = param(0, "stop printing after this many lines (0 = no limit)", min=0)
+
+
+@register
+class Print(Node):
+    """One line per packet on stdout: stream, seq, count, window, age; labels show their data."""
+
+    type_name = "print"
+    Params = PrintParams
+    inputs = {"events_in": "any"}
+    outputs = {}
+    is_sink = True
+
+    def setup(self, meta):
+        self.seen = self.lines = 0
+        return {}
+
+    def process(self, port, packet):
+        self.seen += 1
+        p = self.params
+        if (self.seen - 1) % p.every or (p.limit and self.lines >= p.limit):
+            return {}
+        age_us = (now_ns() - packet.sent_ns) / 1e3 if packet.sent_ns else math.nan
+        extra = f" {packet.data}" if packet.data else ""
+        print(f"[{self.name}] {packet.kind} {packet.stream} seq={packet.seq} n={packet.count} "
+              f"t=[{packet.t0_us},{packet.t1_us}) age={age_us:.0f}us{extra}", file=sys.stdout, flush=True)
+        self.lines += 1
+        return {}
+
+    def stats(self):
+        return {"seen": self.seen, "lines": self.lines}

@@ -82,3 +82,39 @@ def test_tonic_dataset_absent_is_a_clear_error(tmp_path):
         TonicDataset("DVSGesture", tmp_path, split="test")
     with pytest.raises(DatasetError, match="unknown tonic dataset"):
         TonicDataset("CIFAR10DVS", tmp_path)
+
+
+def test_dvs128_original_layout_splits_by_user(tmp_path):
+    from spikeflow.drivers.gesture_labels import GestureLabels, write_labels
+
+    # users 2 (train) and 25 (test), each with one AEDAT 3.1 recording holding 3 labeled gestures
+    for user in (2, 25):
+        ev = _events(3000, user)
+        ev["t"] = np.sort(np.random.default_rng(user).integers(0, 3_000_000, 3000))
+        with open_writer(tmp_path / f"user{user:02d}_led.aedat", (128, 128, 2), format="aedat31") as w:
+            w.write(ev)
+        write_labels(tmp_path / f"user{user:02d}_led_labels.csv",
+                     GestureLabels(np.array([3, 5, 11], np.int16), np.array([0, 1_000_000, 2_000_000]),
+                                   np.array([900_000, 1_900_000, 2_900_000])))
+    train = open_dataset(f"dvs128:{tmp_path}", split="train")
+    test = open_dataset(f"dvs128:{tmp_path}", split="test")
+    assert len(train) == 3 and len(test) == 3
+    got = list(train)
+    assert [s.label for s in got] == [3, 5, 11] and {s.group for s in got} == {"user02"}
+    assert {s.group for s in test} == {"user25"}
+    for s in got:
+        assert len(s.events) and s.events["t"].min() >= 0
+    assert got[1].events["t"].min() >= 1_000_000 and got[1].events["t"].max() < 1_900_000
+    assert train.classes[10] == "other_gestures"
+
+
+def test_slayer_nmnist_labels_from_shared(shared):
+    root = shared("recordings/slayer-nmnist")
+    train = open_dataset(f"slayer-nmnist:{root}", split="train")
+    test = open_dataset(f"slayer-nmnist:{root}", split="test")
+    assert len(train) == 1000 and len(test) == 100
+    # MNIST training labels begin 5, 0, 4, 1; test labels 7, 2, 1, 0 (MANIFEST.md)
+    assert list(train.labels()[:4]) == [5, 0, 4, 1] and list(test.labels()[:4]) == [7, 2, 1, 0]
+    assert np.bincount(test.labels(), minlength=10).tolist() == [8, 14, 8, 11, 14, 7, 10, 15, 2, 11]
+    first = next(iter(test))
+    assert tuple(first.sensor_size) == (34, 34, 2) and 1000 < len(first.events) < 8000

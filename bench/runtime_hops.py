@@ -1,0 +1,213 @@
+"""Graph runtime throughput and latency across 0, 1 and 2 worker hops, against raw pyzmq.
+
+    .venv/bin/python bench/runtime_hops.py [--repeats 3] [--quick]
+
+Graph: replay (speed 0, 1 ms windows of K events from a synthetic .sfe) -> refractory_filter
+(0 µs: passes everything, one kernel pass and one copy) -> refractory_filter -> print sink, with
+the nodes spread over 1, 2 or 3 worker processes (0, 1, 2 hops) by the daemon, edges lossless
+over ipc or tcp. Throughput = sink packets / (sink's last packet - sink's first packet) (scaled by N/(N-1)), so
+process start-up is excluded (sources start when every worker is connected). Reference, measured in the same run: raw pyzmq PUSH/PULL between
+processes carrying the same protocol-v1 frames (encoded once, no decode), chained over the same
+number of hops. Latency: the same graphs paced in real time (speed 1, 1 ms packets of 1k events,
+i.e. 1 M events/s, a busy DVS128), end-to-end p50/p99 from the sink's histogram.
+Medians over ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spikeflow.drivers.recording import open_writer
+from spikeflow.service.events import EVENT_DTYPE, SensorSize
+from spikeflow.service.graph import load_graph
+
+SIZE = SensorSize(128, 128, 2)
+
+
+def synthetic(path: Path, per_packet: int, packets: int) -> Path:
+    """``packets`` windows of 1 ms, each with ``per_packet`` events at random pixels."""
+    rng = np.random.default_rng(0)
+    with open_writer(path, SIZE) as w:
+        for k in range(packets):
+            ev = np.zeros(per_packet, EVENT_DTYPE)
+            ev["t"] = k * 1000 + np.sort(rng.integers(0, 1000, per_packet))
+            ev["x"] = rng.integers(0, 128, per_packet)
+            ev["y"] = rng.integers(0, 128, per_packet)
+            ev["p"] = rng.integers(0, 2, per_packet)
+            w.write(ev)
+    return path
+
+
+def graph_text(src: Path, hops: int, transport: str, speed: float) -> str:
+    workers = {0: ("main", "main", "main"), 1: ("main", "w1", "w1"), 2: ("w1", "w2", "w2")}[hops]
+    return f"""
+[graph]
+name = "bench{hops}{transport}"
+transport = "{transport}"
+[nodes.src]
+type = "replay"
+params = {{ path = "{src}", speed = {speed}, window_us = 1000 }}
+[nodes.f1]
+type = "refractory_filter"
+inputs = {{ events_in = "src.events_out" }}
+params = {{ refractory_us = 0 }}
+worker = "{workers[0]}"
+[nodes.f2]
+type = "refractory_filter"
+inputs = {{ events_in = "f1.events_out" }}
+params = {{ refractory_us = 0 }}
+worker = "{workers[1]}"
+[nodes.sink]
+type = "print"
+inputs = {{ events_in = "f2.events_out" }}
+params = {{ every = 1000000000 }}
+worker = "{workers[2]}"
+"""
+
+
+def run_graph(src: Path, hops: int, transport: str, speed: float, tmp: Path) -> dict:
+    from spikeflow.service.daemon import Daemon
+
+    spec = load_graph(graph_text(src, hops, transport, speed))
+    d = Daemon(spec, run_dir=tmp / "run", exit_when_done=True)
+    assert d.run(install_signals=False) == 0, "bench graph failed; see " + str(d.log_file)
+    m = d.final_metrics["nodes"]
+    sink = m["sink"]
+    return {"events": sink["events_in"], "packets": sink["packets_in"], "span_s": _span(d, "sink", "sink"),
+            "p50_us": sink["latency"]["p50_us"], "p99_us": sink["latency"]["p99_us"]}
+
+
+def _span(d, first: str, last: str) -> float:
+    from spikeflow.service.metrics import NodeMetrics
+
+    spans = {}
+    for w in d.supervisor.workers.values():
+        for name, nd in (w.metrics.get("nodes") or {}).items():
+            spans[name] = NodeMetrics.from_dict(nd)
+    return (spans[last].last_ns - spans[first].first_ns) / 1e9
+
+
+# -- raw pyzmq reference ----------------------------------------------------------------------
+
+def _raw_relay(pull_ep: str, push_ep: str | None, n: int, ready, done) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(pull_ep)
+    push = None
+    if push_ep:
+        push = ctx.socket(zmq.PUSH)
+        push.connect(push_ep)
+    ready.set()
+    t_first = None
+    for i in range(n):
+        frames = pull.recv_multipart(copy=False)
+        if t_first is None:
+            t_first = time.perf_counter()
+        if push is not None:
+            push.send_multipart(frames, copy=False)
+    if push is None:
+        done.put(time.perf_counter())
+    ctx.destroy(linger=1000)
+
+
+def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Path) -> float:
+    """Seconds to push ``packets`` protocol frames through ``hops`` raw PUSH/PULL hops."""
+    import zmq
+
+    from spikeflow.service.packet import Packet
+    from spikeflow.service.protocol import encode
+
+    ev = np.zeros(per_packet, EVENT_DTYPE)
+    frames = encode(Packet("events", "src.events_out", 0, SIZE, 0, 1000, 0, ev))
+    frames = [bytes(f) if not isinstance(f, bytes) else f for f in frames]
+    ctx_mp = mp.get_context("spawn")
+    eps = [f"ipc://{tmp}/raw{hops}-{i}" if transport == "ipc" else f"tcp://127.0.0.1:{_port()}"
+           for i in range(hops)]
+    done = ctx_mp.Queue()
+    procs, readies = [], []
+    for i in range(hops):
+        r = ctx_mp.Event()
+        p = ctx_mp.Process(target=_raw_relay, args=(eps[i], eps[i + 1] if i + 1 < hops else None, packets, r, done))
+        p.start()
+        procs.append(p)
+        readies.append(r)
+    for r in readies:
+        r.wait(60)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(eps[0])
+    time.sleep(0.2)  # connections established before the clock starts
+    t0 = time.perf_counter()
+    for _ in range(packets):
+        push.send_multipart(frames, copy=False)
+    t1 = done.get(timeout=300)
+    for p in procs:
+        p.join(30)
+    ctx.destroy(linger=0)
+    return t1 - t0
+
+
+def _port() -> int:
+    from spikeflow.service.runtime import free_tcp_port
+
+    return free_tcp_port()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer packets (a smoke run)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="sfbench-"))
+    scale = 0.2 if args.quick else 1.0
+    plan = {1_000: int(3000 * scale), 10_000: int(400 * scale), 100_000: int(60 * scale)}
+    rows = []
+    print(f"# throughput, medians of {args.repeats}; ratio = ours / raw pyzmq (same frames, same hops)")
+    print(f"{'events/pkt':>10} {'hops':>4} {'via':>4} {'pkt/s':>9} {'Mev/s':>7} {'raw pkt/s':>10} {'raw Mev/s':>9} {'ratio':>6}")
+    for per, packets in plan.items():
+        src = synthetic(tmp / f"syn{per}.sfe", per, packets)
+        for hops in (0, 1, 2):
+            for transport in (("ipc",) if hops == 0 else ("ipc", "tcp")):
+                ours, raw = [], []
+                for _ in range(args.repeats):
+                    r = run_graph(src, hops, transport, 0, tmp)
+                    assert r["events"] == per * packets, r
+                    ours.append(r["span_s"] * packets / (packets - 1))  # sink span covers packets - 1 gaps
+                    if hops:
+                        raw.append(raw_pyzmq(per, packets, hops, transport, tmp))
+                t = statistics.median(ours)
+                row = {"per": per, "hops": hops, "via": transport if hops else "-", "pkt_s": packets / t,
+                       "mev_s": per * packets / t / 1e6}
+                if raw:
+                    tr = statistics.median(raw)
+                    row.update(raw_pkt_s=packets / tr, raw_mev_s=per * packets / tr / 1e6, ratio=tr / t)
+                rows.append(row)
+                print(f"{per:>10} {hops:>4} {row['via']:>4} {row['pkt_s']:>9.0f} {row['mev_s']:>7.1f} "
+                      + (f"{row['raw_pkt_s']:>10.0f} {row['raw_mev_s']:>9.1f} {row['ratio']:>6.2f}" if raw
+                         else f"{'-':>10} {'-':>9} {'-':>6}"), flush=True)
+    print("\n# latency, paced real time: 1 ms packets of 1k events (1 M events/s), medians of p50/p99")
+    print(f"{'hops':>4} {'via':>4} {'p50 us':>8} {'p99 us':>8}")
+    src = synthetic(tmp / "lat.sfe", 1000, int(2000 * scale))
+    for hops in (0, 1, 2):
+        for transport in (("ipc",) if hops == 0 else ("ipc", "tcp")):
+            res = [run_graph(src, hops, transport, 1.0, tmp) for _ in range(args.repeats)]
+            p50 = statistics.median(r["p50_us"] for r in res)
+            p99 = statistics.median(r["p99_us"] for r in res)
+            print(f"{hops:>4} {transport if hops else '-':>4} {p50:>8.0f} {p99:>8.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""Numba kernels of the spiking core: IF/LIF convolution (event-driven and dense), first-spike
+pooling, pointwise inhibition, k-winners-take-all and multiplicative STDP.
+
+Pure array functions (numpy/numba/math only); ``spikeflow.nodes.snn`` wraps and validates them.
+They share one file because they call each other and numba's cache does not see edits across
+files.
+
+Layouts and conventions (Kheradpisheh et al. 2018, SpykeTorch):
+
+* A *spike-time map* ``times`` is int32 ``(C, H, W)``: the time step (0..T-1) of a neuron's first
+  and only spike in the window, or ``NO_SPIKE``. It is the compressed form of SpykeTorch's
+  cumulative spike-wave ``(T, C, H, W)`` (``wave[t] = times <= t``).
+* Weights are float64 ``(C_out, C_in, kh, kw)`` in [0, 1].
+* Potentials are float64. A neuron fires at the first step t where its potential V(t) exceeds its
+  threshold (strictly, as SpykeTorch's ``fire``); ``v_first`` is V at that step, ``v_final`` is
+  V at step T-1 (the features a readout uses).
+* IF: V(t) = V(t-1) + sum of weights of inputs spiking at t. LIF: V(t) = leak * V(t-1) + ...
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+NO_SPIKE = 2147483647
+"""Spike-time value of a neuron that did not fire in the window."""
+
+
+@njit(cache=True)
+def times_from_events(c, y, x, step, n_channels, height, width, time_steps):
+    """First spike step per (channel, y, x) from parallel arrays; steps outside [0, T) and
+    coordinates outside the map are ignored. Returns an int32 (C, H, W) spike-time map."""
+    out = np.full((n_channels, height, width), NO_SPIKE, dtype=np.int32)
+    for i in range(c.shape[0]):
+        ci = c[i]
+        yi = y[i]
+        xi = x[i]
+        s = step[i]
+        if s < 0 or s >= time_steps:
+            continue
+        if ci < 0 or ci >= n_channels or yi < 0 or yi >= height or xi < 0 or xi >= width:
+            continue
+        if s < out[ci, yi, xi]:
+            out[ci, yi, xi] = s
+    return out
+
+
+@njit(cache=True)
+def out_size(n, kernel, stride, pad):
+    """Output length of a convolution/pooling along one axis."""
+    return (n + 2 * pad - kernel) // stride + 1
+
+
+@njit(cache=True)
+def count_spikes(times, time_steps):
+    """Number of neurons that fired (time < T)."""
+    n = 0
+    flat = times.ravel()
+    for i in range(flat.shape[0]):
+        if flat[i] < time_steps:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def conv_dense(times, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials):
+    """Dense path: every output neuron visits its whole receptive field.
+
+    For each neuron, input spikes of its receptive field are histogrammed per time step, then
+    the potential is integrated step by step. Cost ~ C_out*H_out*W_out*(C_in*kh*kw + T),
+    independent of activity. With ``inhibit``, :func:`pointwise_inhibition_` follows.
+    Returns ``(t_out, v_first, v_final, n_in, n_out, n_removed)``. ``want_potentials``: 0 = no
+    potential maps (both empty, shape (0, 0, 0)), 1 = ``v_first`` only (what k-WTA needs),
+    2 = both.
+    """
+    c_in, h, w = times.shape
+    c_out, _, kh, kw = weights.shape
+    ho = out_size(h, kh, stride, pad)
+    wo = out_size(w, kw, stride, pad)
+    t_out = np.full((c_out, ho, wo), NO_SPIKE, dtype=np.int32)
+    v_first = np.zeros((c_out, ho, wo))
+    v_final = np.zeros((c_out, ho, wo))
+    hist = np.zeros(time_steps)
+    n_out = 0
+    for f in range(c_out):
+        thr = thresholds[f]
+        for oy in range(ho):
+            for ox in range(wo):
+                hist[:] = 0.0
+                any_in = False
+                for c in range(c_in):
+                    for ky in range(kh):
+                        iy = oy * stride + ky - pad
+                        if iy < 0 or iy >= h:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * stride + kx - pad
+                            if ix < 0 or ix >= w:
+                                continue
+                            t = times[c, iy, ix]
+                            if t < time_steps:
+                                hist[t] += weights[f, c, ky, kx]
+                                any_in = True
+                if not any_in:
+                    continue
+                v = 0.0
+                for t in range(time_steps):
+                    v = v * leak + hist[t]
+                    if t_out[f, oy, ox] == NO_SPIKE and v > thr:
+                        t_out[f, oy, ox] = t
+                        v_first[f, oy, ox] = v
+                        n_out += 1
+                v_final[f, oy, ox] = v
+    n_removed = 0
+    if inhibit:
+        n_removed = pointwise_inhibition_(t_out, v_first)
+    if want_potentials < 2:
+        v_final = np.zeros((0, 0, 0))
+    if want_potentials < 1:
+        v_first = np.zeros((0, 0, 0))
+    return t_out, v_first, v_final, count_spikes(times, time_steps), n_out - n_removed, n_removed
+
+
+@njit(cache=True)
+def spikes_by_step(times, time_steps):
+    """Flat indices of spiking inputs grouped by time step: ``(order, starts)``; step t's spikes
+    are ``order[starts[t]:starts[t+1]]`` in flat order (one scan, then a counting sort)."""
+    flat = times.ravel()
+    idx = np.empty(flat.shape[0], dtype=np.int64)
+    counts = np.zeros(time_steps + 1, dtype=np.int64)
+    n = 0
+    for i in range(flat.shape[0]):
+        t = flat[i]
+        if t < time_steps:
+            idx[n] = i
+            n += 1
+            counts[t + 1] += 1
+    for t in range(time_steps):
+        counts[t + 1] += counts[t]
+    order = np.empty(n, dtype=np.int64)
+    fill = counts[:time_steps].copy()
+    for j in range(n):
+        i = idx[j]
+        t = flat[i]
+        order[fill[t]] = i
+        fill[t] += 1
+    return order, counts
+
+
+@njit(cache=True)
+def _add_row_hits(dst, src, donerow, thresholds):
+    """dst += src over one position's maps; True when a map that has not fired yet is now above
+    its threshold (branch-free, so LLVM vectorises it while the row is in L1)."""
+    hit = False
+    for f in range(dst.shape[0]):
+        x = dst[f] + src[f]
+        dst[f] = x
+        hit |= (x > thresholds[f]) > donerow[f]
+    return hit
+
+
+@njit(cache=True)
+def _scale_row(dst, factor):
+    for f in range(dst.shape[0]):
+        dst[f] *= factor
+
+
+@njit(cache=True)
+def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials,
+                  v, done, stamp, last, settled, visited):
+    """Event-driven path: only incoming spikes scatter their weight patch into potentials.
+
+    Spikes are processed in time-step order; at the end of each step only the positions touched
+    in that step are checked against the thresholds (an untouched potential cannot rise). The
+    leak is applied lazily per position (all maps of a position are updated together). With
+    ``inhibit``, pointwise inhibition is resolved from the list of fired neurons. Cost ~
+    n_spikes·C_out·kh·kw. Same outputs as :func:`conv_dense`. Requires weights >= 0 (STDP keeps
+    them in [0, 1]): a crossing seen while a step's spikes are added then holds at its end.
+
+    Workspaces (reused across samples, all zero on entry and left zero on exit, so a sample
+    costs no dense clearing): ``v`` float64 and ``done`` bool (H_out·W_out, C_out), ``stamp``,
+    ``last``, ``settled`` int32 and ``visited`` int64 (H_out·W_out,).
+
+    With ``inhibit`` and no final potentials wanted, a position whose first spike came in an
+    earlier step is settled (pointwise inhibition already decided it), so later inputs skip it. ``order``/``starts`` come from
+    :func:`spikes_by_step`.
+    """
+    c_in, h, w = times.shape
+    c_out, _, kh, kw = weights.shape
+    ho = out_size(h, kh, stride, pad)
+    wo = out_size(w, kw, stride, pad)
+    n_pos = ho * wo
+    # feature-last layouts keep the innermost loop contiguous (SIMD)
+    wt = np.empty((c_in, kh, kw, c_out))
+    for f in range(c_out):
+        for c in range(c_in):
+            for ky in range(kh):
+                for kx in range(kw):
+                    wt[c, ky, kx, f] = weights[f, c, ky, kx]
+    cand = np.empty(n_pos, dtype=np.int64)
+    cand_stamp = np.zeros(n_pos, dtype=np.int32)
+    n_visited = 0
+    n_in = starts[time_steps]
+    cap = min(n_pos * c_out, n_in * kh * kw * c_out)
+    fired_k = np.empty(cap, dtype=np.int64)
+    fired_t = np.empty(cap, dtype=np.int32)
+    fired_v = np.empty(cap)
+    n_fired = 0
+    hw = h * w
+    leaky = leak != 1.0
+    skip_settled = inhibit and want_potentials < 2
+    # Output rows are processed in bands whose potentials fit in L2 (~512 KB), each band over
+    # all time steps: a neuron only depends on its own inputs, so the order across bands is free.
+    band = max(1, 65536 // max(1, wo * c_out))
+    for b0 in range(0, ho, band):
+        b1 = min(ho, b0 + band)
+        for t in range(time_steps):
+            n_cand = 0
+            for j in range(starts[t], starts[t + 1]):
+                idx = order[j]
+                c = idx // hw
+                rem = idx - c * hw
+                y = rem // w
+                if (y + pad) // stride < b0 or y + pad - kh + 1 >= b1 * stride:
+                    continue  # reaches no output row of this band
+                x = rem - y * w
+                for ky in range(kh):
+                    ny = y + pad - ky
+                    if ny < 0:
+                        continue
+                    oy = ny
+                    if stride != 1:  # integer division is slow: only pay it for strided layers
+                        if ny % stride != 0:
+                            continue
+                        oy = ny // stride
+                    if oy < b0 or oy >= b1:
+                        continue
+                    for kx in range(kw):
+                        nx = x + pad - kx
+                        if nx < 0:
+                            continue
+                        ox = nx
+                        if stride != 1:
+                            if nx % stride != 0:
+                                continue
+                            ox = nx // stride
+                        if ox >= wo:
+                            continue
+                        pos = oy * wo + ox
+                        if skip_settled and settled[pos] != 0 and settled[pos] <= t:
+                            continue  # fired in an earlier step: the winner here is decided
+                        if stamp[pos] != t + 1:
+                            if stamp[pos] == 0:
+                                visited[n_visited] = pos
+                                n_visited += 1
+                            stamp[pos] = t + 1
+                            if leaky and t > last[pos]:
+                                _scale_row(v[pos], math.pow(leak, t - last[pos]))
+                            last[pos] = t
+                        # weights >= 0: a map above threshold now is still above at the end of the step
+                        if _add_row_hits(v[pos], wt[c, ky, kx], done[pos], thresholds) and cand_stamp[pos] != t + 1:
+                            cand_stamp[pos] = t + 1
+                            cand[n_cand] = pos
+                            n_cand += 1
+            for i in range(n_cand):
+                pos = cand[i]
+                for f in range(c_out):
+                    if v[pos, f] > thresholds[f] and not done[pos, f]:
+                        done[pos, f] = True
+                        settled[pos] = t + 1
+                        fired_k[n_fired] = pos * c_out + f
+                        fired_t[n_fired] = t
+                        fired_v[n_fired] = v[pos, f]
+                        n_fired += 1
+    t_out = np.full((c_out, ho, wo), NO_SPIKE, dtype=np.int32)
+    v_first = np.zeros((c_out, ho, wo) if want_potentials >= 1 else (0, 0, 0))
+    n_out = n_fired
+    best = np.empty(0, dtype=np.int64)
+    if inhibit:
+        # per position: earliest step, then higher potential, then lower map (list is time-ordered)
+        best = np.full(n_pos, -1, dtype=np.int64)
+        for i in range(n_fired):
+            pos = fired_k[i] // c_out
+            b = best[pos]
+            if b < 0:
+                best[pos] = i
+            elif fired_t[i] == fired_t[b] and (fired_v[i] > fired_v[b] or (
+                    fired_v[i] == fired_v[b] and fired_k[i] < fired_k[b])):
+                best[pos] = i
+        n_out = 0
+        for i in range(n_fired):
+            if best[fired_k[i] // c_out] == i:
+                n_out += 1
+    for i in range(n_fired):
+        k = fired_k[i]
+        pos = k // c_out
+        if inhibit and best[pos] != i:
+            continue
+        f = k - pos * c_out
+        oy = pos // wo
+        ox = pos - oy * wo
+        t_out[f, oy, ox] = fired_t[i]
+        if want_potentials >= 1:
+            v_first[f, oy, ox] = fired_v[i]
+    if want_potentials >= 2:
+        v_final = np.empty((c_out, ho, wo))
+        for pos in range(n_pos):
+            scale = 1.0
+            if leaky:
+                scale = math.pow(leak, time_steps - 1 - last[pos])
+            oy = pos // wo
+            ox = pos - oy * wo
+            for f in range(c_out):
+                v_final[f, oy, ox] = v[pos, f] * scale
+    else:
+        v_final = np.zeros((0, 0, 0))
+    for i in range(n_visited):  # leave the workspaces zero for the next sample
+        pos = visited[i]
+        stamp[pos] = 0
+        last[pos] = 0
+        settled[pos] = 0
+        for f in range(c_out):
+            v[pos, f] = 0.0
+            done[pos, f] = False
+    return t_out, v_first, v_final, n_in, n_out, n_fired - n_out
+
+
+@njit(cache=True)
+def conv_event(times, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials):
+    """Event-driven path with fresh workspaces: see :func:`conv_event_ws`."""
+    c_out, _, kh, kw = weights.shape
+    n_pos = out_size(times.shape[1], kh, stride, pad) * out_size(times.shape[2], kw, stride, pad)
+    order, starts = spikes_by_step(times, time_steps)
+    return conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_steps, leak, inhibit,
+                         want_potentials, np.zeros((n_pos, c_out)), np.zeros((n_pos, c_out), dtype=np.bool_),
+                         np.zeros(n_pos, dtype=np.int32), np.zeros(n_pos, dtype=np.int32),
+                         np.zeros(n_pos, dtype=np.int32), np.empty(n_pos, dtype=np.int64))
+
+
+@njit(cache=True)
+def conv_auto(times, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials, dense_fraction,
+              v, done, stamp, last, settled, visited):
+    """Choose the path by activity: event-driven (on the given workspaces, see
+    :func:`conv_event_ws`) when at most ``dense_fraction`` of the inputs spiked, else dense.
+    ``dense_fraction`` < 0 forces dense, > 1 forces event-driven. Returns :func:`conv_event`'s
+    tuple plus ``used_dense``."""
+    order, starts = spikes_by_step(times, time_steps)
+    if starts[time_steps] <= dense_fraction * times.size:
+        a, b, c, d, e, g = conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_steps, leak,
+                                         inhibit, want_potentials, v, done, stamp, last, settled, visited)
+        return a, b, c, d, e, g, False
+    a, b, c, d, e, g = conv_dense(times, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials)
+    return a, b, c, d, e, g, True
+
+
+@njit(cache=True)
+def first_spike_pool_count(times, kernel, stride, pad, time_steps):
+    """First-spike (max) pooling: each output carries the earliest spike time of its window
+    (max pooling of a cumulative spike-wave; padding never spikes). Spikes scatter into the
+    windows that contain them, so the cost follows activity. Returns ``(out, n_in, n_out)``."""
+    c_n, h, w = times.shape
+    ho = out_size(h, kernel, stride, pad)
+    wo = out_size(w, kernel, stride, pad)
+    out = np.full((c_n, ho, wo), NO_SPIKE, dtype=np.int32)
+    n_in = 0
+    n_out = 0
+    for c in range(c_n):
+        for y in range(h):
+            for x in range(w):
+                t = times[c, y, x]
+                if t >= time_steps:
+                    continue
+                n_in += 1
+                num = y + pad - kernel + 1
+                oy0 = 0 if num <= 0 else (num + stride - 1) // stride
+                oy1 = min(ho - 1, (y + pad) // stride)
+                num = x + pad - kernel + 1
+                ox0 = 0 if num <= 0 else (num + stride - 1) // stride
+                ox1 = min(wo - 1, (x + pad) // stride)
+                for oy in range(oy0, oy1 + 1):
+                    for ox in range(ox0, ox1 + 1):
+                        cur = out[c, oy, ox]
+                        if t < cur:
+                            if cur == NO_SPIKE:
+                                n_out += 1
+                            out[c, oy, ox] = t
+    return out, n_in, n_out
+
+
+@njit(cache=True)
+def first_spike_pool(times, kernel, stride, pad):
+    """:func:`first_spike_pool_count` without the counts (every time below NO_SPIKE spikes)."""
+    out, _, _ = first_spike_pool_count(times, kernel, stride, pad, NO_SPIKE)
+    return out
+
+
+@njit(cache=True)
+def pointwise_inhibition_(t_out, v_first):
+    """At each position keep only the feature that fired first (ties: higher ``v_first``, then the
+    lower feature index); the others are silenced in place (time NO_SPIKE, potential 0).
+    Returns the number of spikes removed."""
+    c_n, h, w = t_out.shape
+    removed = 0
+    for y in range(h):
+        for x in range(w):
+            best = -1
+            for f in range(c_n):
+                t = t_out[f, y, x]
+                if t == NO_SPIKE:
+                    continue
+                if best < 0 or t < t_out[best, y, x] or (t == t_out[best, y, x] and v_first[f, y, x] > v_first[best, y, x]):
+                    best = f
+            if best < 0:
+                continue
+            for f in range(c_n):
+                if f != best and t_out[f, y, x] != NO_SPIKE:
+                    t_out[f, y, x] = NO_SPIKE
+                    v_first[f, y, x] = 0.0
+                    removed += 1
+    return removed
+
+
+@njit(cache=True)
+def k_winners(t_out, v_first, k, radius):
+    """k-winners-take-all for learning: ``(n, 3)`` int64 rows (feature, y, x), n <= k.
+
+    Winners are chosen one at a time: the earliest spike, ties to the higher potential at
+    that step, then the lowest flat index. After each choice its feature map and every neuron
+    (all features) within Chebyshev distance ``radius`` of its position are excluded.
+    """
+    c_n, h, w = t_out.shape
+    n_spk = 0
+    flat = t_out.ravel()
+    for i in range(flat.shape[0]):
+        if flat[i] != NO_SPIKE:
+            n_spk += 1
+    cand = np.empty(n_spk, dtype=np.int64)
+    j = 0
+    for i in range(flat.shape[0]):
+        if flat[i] != NO_SPIKE:
+            cand[j] = i
+            j += 1
+    alive = np.ones(n_spk, dtype=np.bool_)
+    vflat = v_first.ravel()
+    winners = np.empty((k, 3), dtype=np.int64)
+    n_win = 0
+    hw = h * w
+    while n_win < k:
+        best = -1
+        for j in range(n_spk):
+            if not alive[j]:
+                continue
+            i = cand[j]
+            if best < 0:
+                best = j
+                continue
+            b = cand[best]
+            if flat[i] < flat[b] or (flat[i] == flat[b] and vflat[i] > vflat[b]):
+                best = j
+        if best < 0:
+            break
+        i = cand[best]
+        f = i // hw
+        rem = i - f * hw
+        y = rem // w
+        x = rem - y * w
+        winners[n_win, 0] = f
+        winners[n_win, 1] = y
+        winners[n_win, 2] = x
+        n_win += 1
+        for j in range(n_spk):
+            if not alive[j]:
+                continue
+            i2 = cand[j]
+            f2 = i2 // hw
+            rem2 = i2 - f2 * hw
+            y2 = rem2 // w
+            x2 = rem2 - y2 * w
+            if f2 == f or (abs(y2 - y) <= radius and abs(x2 - x) <= radius):
+                alive[j] = False
+    return winners[:n_win].copy()
+
+
+@njit(cache=True)
+def stdp_(weights, in_times, winners, t_out, a_plus, a_minus, stride, pad, stabilize, w_lo, w_hi):
+    """Multiplicative STDP on the winners' weights, in place.
+
+    For winner (f, y, x) firing at t_post and each synapse (c, ky, kx) with pre-synaptic spike
+    time t_pre (NO_SPIKE outside the map or when silent):
+    Δw = a⁺_f · (w − w_lo)(w_hi − w) if t_pre <= t_post, else a⁻_f · (w − w_lo)(w_hi − w)
+    (the stabiliser factor is 1 when ``stabilize`` is False); then w is clipped to [w_lo, w_hi].
+    Returns the number of synapses updated.
+    """
+    _, c_in, kh, kw = weights.shape
+    _, h, w = in_times.shape
+    n = 0
+    for r in range(winners.shape[0]):
+        f = winners[r, 0]
+        oy = winners[r, 1]
+        ox = winners[r, 2]
+        t_post = t_out[f, oy, ox]
+        for c in range(c_in):
+            for ky in range(kh):
+                iy = oy * stride + ky - pad
+                for kx in range(kw):
+                    ix = ox * stride + kx - pad
+                    t_pre = NO_SPIKE
+                    if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                        t_pre = in_times[c, iy, ix]
+                    a = a_plus[f] if t_pre <= t_post else a_minus[f]
+                    wv = weights[f, c, ky, kx]
+                    g = (wv - w_lo) * (w_hi - wv) if stabilize else 1.0
+                    wv = wv + a * g
+                    if wv < w_lo:
+                        wv = w_lo
+                    elif wv > w_hi:
+                        wv = w_hi
+                    weights[f, c, ky, kx] = wv
+                    n += 1
+    return n

@@ -1,0 +1,396 @@
+"""The daemon: runs a graph's workers as processes, serves the control socket, supervises.
+
+    spikeflow serve graph.toml            # foreground; --detach to run in the background
+
+One process per worker group (one per graph unless nodes say ``worker = "name"``). The daemon
+writes ``<run_dir>/<name>.pid``, ``<name>.json`` (pid, control endpoint, graph, log file: what
+``spikeflow status``/``stop``/``top`` read) and logs to ``<name>.log``. It binds 127.0.0.1 only
+(control socket, worker link, tcp edges) unless the graph or the command line allows more.
+
+SIGTERM/SIGINT (or the ``stop`` command): every worker is told to drain (sources stop, in-flight
+packets are processed, sinks flushed and closed); the daemon waits for them, removes its pid
+and info files and exits 0. Workers run in their own session, so a terminal's Ctrl-C reaches
+the daemon only and the drain happens in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from spikeflow.service.control import (default_run_dir, info_path, pid_alive, read_snapshot, save_snapshot,
+                                       unpack_arrays)
+from spikeflow.service.errors import GraphError, SpikeflowError
+from spikeflow.service.graph import LOOPBACK_HOSTS, GraphSpec, check_graph, endpoint_host, metas_to_json
+from spikeflow.service.metrics import merge_node_dicts, summarize
+from spikeflow.service.runtime import edge_endpoints
+from spikeflow.service.supervisor import Supervisor, worker_command
+
+log = logging.getLogger("spikeflow.daemon")
+
+DEFAULT_CONTROL = "tcp://127.0.0.1:*"
+LOOP_S = 0.05
+
+
+class Daemon:
+    """Owns the workers of one graph. ``run()`` blocks until stopped (or, with
+    ``exit_when_done``, until every worker has finished its stream) and returns the exit code."""
+
+    def __init__(self, spec: GraphSpec, *, run_dir: str | Path | None = None, control: str = DEFAULT_CONTROL,
+                 exit_when_done: bool = False, allow_remote: bool = False, snapshot: str | Path | None = None,
+                 log_file: str | Path | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.run_dir = Path(run_dir) if run_dir else default_run_dir()
+        self.allow_remote = allow_remote or spec.options.allow_remote
+        host = endpoint_host(control)
+        if host is not None and host not in LOOPBACK_HOSTS and not self.allow_remote:
+            raise GraphError("control", f"control socket {control!r} is not loopback; pass --allow-remote to expose it")
+        self.control_endpoint = control
+        self.exit_when_done = exit_when_done
+        self.last_snapshot = str(Path(snapshot).resolve()) if snapshot else None
+        self.log_file = Path(log_file) if log_file else self.run_dir / f"{self.name}.log"
+        self.pid_file = self.run_dir / f"{self.name}.pid"
+        self.info_file = info_path(self.run_dir, self.name)
+        self.stopping = False
+        self.started = time.time()
+        self._stop_deadline = 0.0
+        self._snap: dict[str, Any] | None = None
+        self._next_id = 1
+        self._next_checkpoint = None
+        self._started = False
+        self._ctx = zmq.Context()
+        self._scratch: Path | None = None
+        self.supervisor: Supervisor | None = None
+        self.final_metrics: dict[str, Any] | None = None
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.last_snapshot:
+            read_snapshot(self.last_snapshot)  # refuse an unreadable snapshot before anything runs
+        self.metas = check_graph(self.spec)  # kinds and sensor sizes, before any process starts
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_pid_file()
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"sf-{self.name[:16]}-"))
+        self.control = self._ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(self.control_endpoint)
+        self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.link = self._ctx.socket(zmq.ROUTER)
+        self.link.setsockopt(zmq.LINGER, 0)
+        self.link.bind("tcp://127.0.0.1:*")
+        self.link_endpoint = self.link.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoints = edge_endpoints(self.spec, self._scratch)
+        self.supervisor = Supervisor(self.spec.workers, self.spec.options, self._launch)
+        self.supervisor.start_all()
+        if self.spec.options.checkpoint_s > 0:
+            self._next_checkpoint = time.monotonic() + self.spec.options.checkpoint_s
+        info = {"name": self.name, "pid": os.getpid(), "control": self.control_endpoint,
+                "graph": self.spec.source, "log": str(self.log_file), "run_dir": str(self.run_dir),
+                "started": self.started, "workers": sorted(self.spec.workers)}
+        tmp = self.info_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, self.info_file)  # its appearance means "ready": write it last, atomically
+        log.info("daemon %s (pid %d) serving %s; control %s; workers %s", self.name, os.getpid(),
+                 self.spec.source, self.control_endpoint, ", ".join(self.spec.workers))
+
+    def _claim_pid_file(self) -> None:
+        if self.pid_file.exists():
+            try:
+                old = int(self.pid_file.read_text().strip() or 0)
+            except ValueError:
+                old = 0
+            if old and old != os.getpid() and pid_alive(old):
+                raise SpikeflowError(f"a daemon named {self.name!r} already runs (pid {old}, {self.pid_file}); "
+                                     f"stop it or rename the graph")
+        self.pid_file.write_text(f"{os.getpid()}\n")
+
+    def _launch(self, worker: str, incarnation: int) -> subprocess.Popen:
+        cfg = {"graph": self.spec.raw, "worker": worker, "incarnation": incarnation, "daemon": self.link_endpoint,
+               "metas": metas_to_json(self.metas), "endpoints": self.endpoints,
+               "snapshot": self.last_snapshot, "allow_remote": self.allow_remote}
+        path = self._scratch / f"{worker}.json"
+        path.write_text(json.dumps(cfg))
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as logf:
+            return subprocess.Popen(worker_command(str(path)), stdin=subprocess.DEVNULL, stderr=logf,
+                                    start_new_session=True)
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        old = {}
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, lambda signum, _f: self.request_stop(f"signal {signum}"))
+        try:
+            if self.supervisor is None:
+                self.start()
+            return self._loop()
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            self._cleanup()
+
+    def request_stop(self, why: str = "stop request") -> None:
+        if self.stopping:
+            return
+        log.info("daemon %s: %s: draining workers", self.name, why)
+        self.stopping = True
+        self.supervisor.stopping = True
+        self._stop_deadline = time.monotonic() + self.spec.options.drain_timeout_s + 10.0
+        for w in self.supervisor.live():
+            self._tell(w, {"cmd": "stop"})
+
+    def _loop(self) -> int:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.link, zmq.POLLIN)
+        sup = self.supervisor
+        while True:
+            for sock, _ in poller.poll(int(LOOP_S * 1000)):
+                while sock.poll(0, zmq.POLLIN):
+                    frames = sock.recv_multipart(copy=False)
+                    if sock is self.control:
+                        self._on_control(frames)
+                    else:
+                        self._on_link(frames)
+            sup.check()
+            self._maybe_start()
+            self._timers()
+            if self.stopping:
+                if not sup.live():
+                    break
+                if time.monotonic() > self._stop_deadline:
+                    sup.kill_remaining()
+                    break
+            elif self.exit_when_done and sup.all_finished():
+                break
+        self._drain_link()
+        self.final_metrics = self.metrics()
+        failed = [w.name for w in sup.workers.values() if w.state == "failed" or (w.exit_code not in (0, None)
+                                                                                  and not self.stopping)]
+        log.info("daemon %s exits (%s)", self.name, f"failed workers: {failed}" if failed else "clean")
+        return 1 if failed and self.exit_when_done else 0
+
+    def _drain_link(self) -> None:
+        """Read the final messages (``done`` with metrics) the workers sent before exiting."""
+        while self.link.poll(100, zmq.POLLIN):
+            self._on_link(self.link.recv_multipart(copy=False))
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        snap = self._snap
+        if snap is not None and now > snap["deadline"]:
+            self._finish_request(error=f"workers {sorted(snap['waiting'])} did not answer {snap['cmd']} in time")
+        if self._next_checkpoint is not None and now >= self._next_checkpoint and not self.stopping:
+            self._next_checkpoint = now + self.spec.options.checkpoint_s
+            if self._snap is None:
+                self._begin_request("snapshot", None, str(self.run_dir / f"{self.name}-checkpoint.npz"))
+
+    def _tell(self, w, msg: dict) -> None:
+        try:
+            self.link.send_multipart([w.identity, json.dumps(msg).encode()], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.warning("cannot reach worker %s: %s", w.name, e)
+
+    def _on_link(self, frames) -> None:
+        identity = frames[0].bytes
+        w = self.supervisor.by_identity(identity)
+        if w is None:
+            return
+        try:
+            head, arrays = json.loads(frames[1].bytes), {}
+            if not isinstance(head, dict):
+                return
+            if "arrays" in head:
+                head, arrays = unpack_arrays(frames[1:])
+        except (ValueError, SpikeflowError) as e:
+            log.warning("bad message from worker %s: %s", w.name, e)
+            return
+        kind = head.get("type")
+        if kind in ("state", "reply"):
+            self._on_reply(w.name, head, arrays)
+            w.last_seen = time.monotonic()
+        else:
+            self.supervisor.on_message(w, head)
+        if kind == "hello":
+            if self.stopping:
+                self._tell(w, {"cmd": "stop"})
+            elif self._started:
+                self._tell(w, {"cmd": "start"})  # a restarted worker joins a running graph
+            else:
+                self._maybe_start()
+
+    def _maybe_start(self) -> None:
+        """Once every worker is connected (or given up on), open all source gates together."""
+        ws = self.supervisor.workers.values()
+        if not self._started and all(x.hello or x.state == "failed" for x in ws):
+            self._started = True
+            for x in ws:
+                if x.alive:
+                    self._tell(x, {"cmd": "start"})
+
+    # -- control requests -------------------------------------------------------------------
+    def _on_control(self, frames) -> None:
+        if len(frames) < 3:
+            return
+        client = [frames[0].bytes, b""]
+        try:
+            req = json.loads(frames[-1].bytes)
+            if not isinstance(req, dict):
+                raise ValueError("request must be a JSON object")
+            cmd = req.get("cmd")
+            if cmd == "status":
+                reply = self.status()
+            elif cmd == "metrics":
+                reply = self.metrics()
+            elif cmd == "stop":
+                self.request_stop("stop command")
+                reply = {"state": "stopping"}
+            elif cmd in ("snapshot", "load"):
+                if self._snap is not None:
+                    raise SpikeflowError(f"a {self._snap['cmd']} is already in progress")
+                path = req.get("path") or str(self.run_dir / f"{self.name}-snapshot.npz")
+                if cmd == "load":
+                    read_snapshot(path)
+                self._begin_request(cmd, client, str(Path(path).resolve()))
+                return  # answered when the workers have
+            else:
+                raise SpikeflowError(f"unknown command {cmd!r}; commands: status, metrics, stop, snapshot, load")
+            self._answer(client, {"ok": True, **reply})
+        except (ValueError, SpikeflowError) as e:
+            self._answer(client, {"ok": False, "error": str(e)})
+
+    def _answer(self, client: list | None, reply: dict) -> None:
+        if client is not None:
+            self.control.send_multipart([*client, json.dumps(reply).encode()])
+
+    def _begin_request(self, cmd: str, client, path: str) -> None:
+        ready = [w for w in self.supervisor.workers.values() if w.alive and w.hello]
+        rid = self._next_id
+        self._next_id += 1
+        self._snap = {"cmd": cmd, "id": rid, "client": client, "path": path, "arrays": {}, "loaded": [],
+                      "waiting": {w.name for w in ready}, "errors": [],
+                      "deadline": time.monotonic() + self.spec.options.drain_timeout_s + 20.0}
+        for w in ready:
+            self._tell(w, {"cmd": cmd, "id": rid, "path": path})
+        if not ready:
+            self._finish_request()
+
+    def _on_reply(self, worker: str, head: dict, arrays: dict) -> None:
+        snap = self._snap
+        if snap is None or head.get("id") != snap["id"] or worker not in snap["waiting"]:
+            return
+        snap["waiting"].discard(worker)
+        if not head.get("ok"):
+            snap["errors"].append(f"{worker}: {head.get('error')}")
+        snap["arrays"].update(arrays)
+        snap["loaded"] += list(head.get("result") or [])
+        if not snap["waiting"]:
+            self._finish_request()
+
+    def _finish_request(self, error: str | None = None) -> None:
+        snap, self._snap = self._snap, None
+        errors = snap["errors"] + ([error] if error else [])
+        if errors:
+            log.error("%s failed: %s", snap["cmd"], "; ".join(errors))
+            self._answer(snap["client"], {"ok": False, "error": "; ".join(errors)})
+            return
+        if snap["cmd"] == "snapshot":
+            save_snapshot(snap["path"], snap["arrays"])
+            self.last_snapshot = snap["path"]
+            log.info("snapshot of %d arrays saved to %s", len(snap["arrays"]), snap["path"])
+            self._answer(snap["client"], {"ok": True, "path": snap["path"], "arrays": len(snap["arrays"]),
+                                          "keys": sorted(snap["arrays"])})
+        else:
+            self.last_snapshot = snap["path"]
+            log.info("state loaded from %s into %s", snap["path"], snap["loaded"])
+            self._answer(snap["client"], {"ok": True, "path": snap["path"], "loaded": sorted(snap["loaded"])})
+
+    # -- reports ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        workers = {}
+        for w in self.supervisor.workers.values():
+            workers[w.name] = {"pid": w.pid, "state": w.state, "alive": w.alive, "restarts": w.restarts,
+                               "incarnation": w.incarnation, "nodes": w.nodes, "exit_code": w.exit_code,
+                               "heartbeat_age_s": round(now - w.last_seen, 3), "error": w.last_error}
+        return {"name": self.name, "pid": os.getpid(), "graph": self.spec.source,
+                "state": "stopping" if self.stopping else "running", "uptime_s": round(time.time() - self.started, 3),
+                "control": self.control_endpoint, "restarts": self.supervisor.total_restarts,
+                "last_snapshot": self.last_snapshot, "log": str(self.log_file), "workers": workers}
+
+    def metrics(self) -> dict[str, Any]:
+        nodes, edges, workers = {}, {}, {}
+        for w in self.supervisor.workers.values():
+            cur = w.metrics.get("nodes") or {}
+            for name in w.nodes:
+                d = cur.get(name) or {}
+                merged = merge_node_dicts(w.previous.get(name), d)
+                nodes[name] = {**merged, "worker": w.name, "type": self.spec.nodes[name].type,
+                               "stats": d.get("stats", {}), "sink": d.get("sink", False)}
+            for key, st in (w.metrics.get("edges") or {}).items():
+                edges.setdefault(key, {})[st.get("side", "?")] = st
+            workers[w.name] = {"state": w.state, "pid": w.pid, "restarts": w.restarts,
+                               "inbox": w.metrics.get("inbox", 0), "uptime_s": w.metrics.get("uptime_s", 0.0)}
+        return {"name": self.name, "time": time.time(), "workers": workers, "edges": edges,
+                "restarts": self.supervisor.total_restarts, **summarize(nodes, edges)}
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def _cleanup(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stopping = True
+            self.supervisor.kill_remaining()
+        for sock in ("control", "link"):
+            s = getattr(self, sock, None)
+            if s is not None:
+                s.close(0)
+        self._ctx.term()
+        for p in (self.info_file, self.pid_file):
+            _remove_if_ours(p)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _remove_if_ours(path: Path) -> None:
+    """Remove a pid/info file only if it names this process (a successor may own it by now)."""
+    try:
+        text = path.read_text()
+        pid = json.loads(text).get("pid") if path.suffix == ".json" else int(text.strip() or 0)
+    except (OSError, ValueError, AttributeError):
+        return
+    if pid == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def detach(argv: list[str], run_dir: Path, name: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Start ``spikeflow serve`` (without --detach) in the background and wait until it is ready."""
+    import sys
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = info_path(run_dir, name)
+    with open(run_dir / f"{name}.log", "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "spikeflow", *argv], stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=logf, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SpikeflowError(f"daemon exited with status {proc.returncode} during start; see {run_dir / (name + '.log')}")
+        try:
+            d = json.loads(info.read_text())
+            if d.get("pid") == proc.pid:
+                return d
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise SpikeflowError(f"daemon not ready within {timeout_s}s; see {run_dir / (name + '.log')}")

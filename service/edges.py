@@ -1,0 +1,368 @@
+"""Graph edges between workers (and processes): ZeroMQ sockets with an explicit drop policy.
+
+The sender is a ROUTER and the receiver a DEALER, so one connection carries data downstream
+and credits upstream (the zguide's credit-based flow control). The receiver returns a credit
+for every message it has consumed; the sender keeps at most ``window`` messages
+unacknowledged and addresses them to the receiver that sent the latest credit (ROUTER
+routing), so a restarted receiver never has packets sent into its dead predecessor's pipe.
+An edge is point to point: a newly connected receiver replaces the previous one.
+
+* ``lossless``: when the window is full, :meth:`EdgeSender.send` waits (backpressure) until the
+  receiver catches up or :meth:`EdgeSender.stop` is called. Memory is bounded by the window.
+* ``realtime``: ``send`` never blocks. Packets that cannot go now wait in *our* bounded queue;
+  when it is full the oldest is dropped, and packets older than ``max_age_ms`` are dropped when
+  dequeued. Every drop is counted, and the receiver sees it as a gap in ``seq``.
+
+Why our own queue rather than ZeroMQ options: the high-water mark (HWM) bounds memory, not
+latency (messages sit in kernel and peer buffers too, and their age is unknown), and
+``ZMQ_CONFLATE`` keeps only the last *frame*, which breaks multipart messages. So drop policies
+are our code, counted, and the socket's HWM is set above the window so ZeroMQ itself never
+drops or blocks.
+
+The credit message is one frame (data messages always have >= 2 frames)::
+
+    receiver -> sender   b"K" | receiver id u32 LE | messages consumed so far u64 LE   (13 bytes)
+
+Counts are cumulative, so duplicates are harmless: an idle receiver repeats its K every
+200 ms, which is also how a restarted sender learns about it. A new receiver id (a restarted
+receiver) resets the window. Endpoints: ``inproc://name`` (same context), ``ipc:///path``,
+``tcp://127.0.0.1:port`` (``:*`` picks a free port; see :attr:`endpoint`). Nothing binds beyond
+loopback unless the endpoint says so.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import zmq
+
+from .errors import ProtocolError
+from .packet import Packet, now_ns
+from .protocol import (ProtocolRejected, RejectCounter, SeqTracker, decode, encode,
+                       receiving_socket_options)
+
+POLICIES = ("lossless", "realtime")
+_CREDIT = struct.Struct("<cIQ")
+_SLICE_MS = 50
+_KEEPALIVE_S = 0.2
+"""Longest uninterrupted wait: stop flags are checked at least this often."""
+
+
+def _open(context: zmq.Context | None, kind: int, endpoint: str, bind: bool, hwm: int) -> zmq.Socket:
+    ctx = context or zmq.Context.instance()
+    sock = ctx.socket(kind)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # a vanished receiver raises, never a silent drop
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.bind(endpoint) if bind else sock.connect(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise ProtocolError(f"endpoint {endpoint!r}: cannot {'bind' if bind else 'connect'} ({e})") from None
+    return sock
+
+
+class EdgeSender:
+    """Upstream end of an edge: ``send(packet)`` under the ``lossless`` or ``realtime`` policy.
+
+    >>> tx = EdgeSender("tcp://127.0.0.1:*", policy="realtime", queue=8)   # doctest: +SKIP
+    >>> rx = EdgeReceiver(tx.endpoint)
+    >>> tx.send(packet); rx.recv(1000)
+
+    ``queue`` bounds what the edge holds: the credit window for ``lossless``; our drop-oldest
+    queue for ``realtime`` (whose window defaults to 4 so stale packets do not pile up
+    downstream). One thread uses a sender; :meth:`stop` may be called from any thread.
+    """
+
+    def __init__(self, endpoint: str, *, policy: str = "lossless", queue: int = 32, bind: bool = True,
+                 context: zmq.Context | None = None, window: int | None = None,
+                 max_age_ms: float | None = None, topic: bytes | None = None,
+                 stop_event: threading.Event | None = None):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if queue < 1:
+            raise ValueError(f"queue must be >= 1, got {queue}")
+        self.policy = policy
+        self.queue_limit = int(queue)
+        self.window = int(window or (queue if policy == "lossless" else min(4, queue)))
+        self.max_age_ns = None if max_age_ms is None else int(max_age_ms * 1e6)
+        self.topic = topic
+        self._stop = stop_event or threading.Event()
+        self._sock = _open(context, zmq.ROUTER, endpoint, bind, hwm=self.window + 64)
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else endpoint
+        self._queue: deque[Packet] = deque()
+        self._sent = 0                # messages handed to ZeroMQ (cumulative)
+        self._base = 0                # credits of the current receiver are counted from here
+        self._rid: int | None = None  # current receiver incarnation
+        self._peer = b""              # its ROUTER routing id
+        self.dropped_overflow = 0
+        self.dropped_late = 0
+        self.bad_control = 0
+        self.wait_ns = 0              # time spent waiting for credit (lossless backpressure)
+        self._acked = 0
+        self._waiting_since: int | None = None
+
+    # -- credit bookkeeping -----------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet consumed by the receiver (the window is full at ``window``)."""
+        return self.window if self._rid is None else self._sent - self._base - self._acked
+
+    def _credit_waiting(self) -> bool:
+        """A credit message is queued (cheap check: reading credits as they come, one per send,
+        avoids reading a backlog of them in one go, which would stall that one send)."""
+        return bool(self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def _drain_control(self) -> None:
+        while True:
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) != 2 or len(parts[1]) != _CREDIT.size or parts[1][:1] != b"K":
+                self.bad_control += 1
+                continue
+            _, rid, consumed = _CREDIT.unpack(parts[1])
+            if rid != self._rid:      # a new receiver: whatever went to an older one is gone
+                self._rid = rid
+                self._base = self._sent - consumed
+            self._peer = parts[0]     # (a reconnect of the same receiver changes only this)
+            self._acked = consumed
+
+    def _wait_credit(self, deadline: float | None) -> bool:
+        """Wait until the window has room; False on stop or timeout."""
+        if self.in_flight < max(1, self.window // 2) and not self._credit_waiting():
+            return True  # fast path: nothing to read, plenty of room
+        t_start = self._waiting_since = time.perf_counter_ns()
+        try:
+            while True:
+                self._drain_control()
+                if self.in_flight < self.window:
+                    return True
+                if self._stop.is_set():
+                    return False
+                slice_ms = _SLICE_MS
+                if deadline is not None:
+                    left_ms = (deadline - time.monotonic()) * 1e3
+                    if left_ms <= 0:
+                        return False
+                    slice_ms = max(1, min(slice_ms, int(left_ms)))
+                self._sock.poll(slice_ms, zmq.POLLIN)
+        finally:
+            self._waiting_since = None
+            self.wait_ns += time.perf_counter_ns() - t_start
+
+    def _send_now(self, packet: Packet, deadline: float | None) -> bool:
+        frames = encode(packet, self.topic)
+        while True:
+            try:
+                self._sock.send_multipart([self._peer, *frames], flags=zmq.NOBLOCK, copy=False)
+                self._sent += 1
+                return True
+            except zmq.ZMQError as e:
+                if e.errno not in (zmq.EAGAIN, zmq.EHOSTUNREACH):
+                    raise
+                if e.errno == zmq.EHOSTUNREACH:  # the receiver is gone: wait for the next one
+                    self._rid = None
+                else:                            # its pipe is full (credits overshot after a reset)
+                    self._stop.wait(0.001)
+                if self._stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+                    return False
+                if not self._wait_credit(deadline):
+                    return False
+
+    # -- public API -------------------------------------------------------------------------
+    def send(self, packet: Packet, timeout_ms: float | None = None) -> bool:
+        """Send one packet. Returns False if it was not accepted.
+
+        ``lossless``: waits for credit (backpressure); False only on :meth:`stop` or timeout.
+        ``realtime``: never waits; False when the packet itself is already older than
+        ``max_age_ms``. Accepting a packet into a full queue drops (and counts) the oldest.
+        """
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
+        if self.policy == "lossless":
+            return self._wait_credit(deadline) and self._send_now(packet, deadline)
+        if self._queue or self.in_flight >= max(1, self.window // 2) or self._credit_waiting():
+            self._drain_control()
+            self.pump()
+        if self._is_late(packet):
+            self.dropped_late += 1
+            return False
+        if not self._queue and self.in_flight < self.window and self._send_now(packet, time.monotonic()):
+            return True
+        self._queue.append(packet)
+        if len(self._queue) > self.queue_limit:
+            self._queue.popleft()
+            self.dropped_overflow += 1
+        return True
+
+    def _is_late(self, packet: Packet) -> bool:
+        return self.max_age_ns is not None and now_ns() - packet.sent_ns > self.max_age_ns
+
+    def pump(self, timeout_ms: float = 0) -> int:
+        """Realtime: send queued packets as credit allows, waiting up to ``timeout_ms``; returns
+        how many are still queued. Call it when idle so queued packets do not wait for the next
+        ``send``."""
+        deadline = time.monotonic() + timeout_ms / 1e3
+        self._drain_control()
+        while self._queue:
+            self._drain_control()
+            if self.in_flight >= self.window:
+                if timeout_ms <= 0 or not self._wait_credit(deadline):
+                    break
+            packet = self._queue.popleft()
+            if self._is_late(packet):
+                self.dropped_late += 1
+                continue
+            if not self._send_now(packet, deadline):
+                self._queue.appendleft(packet)
+                break
+        return len(self._queue)
+
+    def drain(self, timeout_ms: float = 1000) -> bool:
+        """Wait until the receiver has consumed everything sent (and queued); True if it did."""
+        deadline = time.monotonic() + timeout_ms / 1e3
+        self.pump(timeout_ms)
+        while self.in_flight > 0 or self._queue:
+            self._drain_control()
+            if self.in_flight == 0 and not self._queue:
+                break
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return False
+            self.pump(0)
+            self._sock.poll(min(_SLICE_MS, max(1, int((deadline - time.monotonic()) * 1e3))), zmq.POLLIN)
+        return True
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The underlying socket: POLLIN on it means credit arrived (call :meth:`pump`)."""
+        return self._sock
+
+    def stop(self) -> None:
+        """Wake a waiting ``send`` (it returns False); thread-safe."""
+        self._stop.set()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (plain reads: safe from a metrics thread; credits are read by send/pump)."""
+        since = self._waiting_since
+        return {"policy": self.policy, "sent": self._sent, "dropped": self.dropped_overflow + self.dropped_late,
+                "dropped_overflow": self.dropped_overflow, "dropped_late": self.dropped_late,
+                "queued": len(self._queue), "in_flight": self.in_flight, "window": self.window,
+                "waiting": since is not None,
+                "wait_ns": self.wait_ns + (0 if since is None else time.perf_counter_ns() - since),
+                "bad_control": self.bad_control}
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket. For up to ``linger_ms`` (default: 1000 lossless, 0 realtime) queued
+        packets still go and the receiver may consume what is in flight; realtime packets
+        left in our queue count as dropped."""
+        if self._sock.closed:
+            return
+        if linger_ms is None:
+            linger_ms = 1000 if self.policy == "lossless" else 0
+        if linger_ms > 0 and not self._stop.is_set():
+            self.drain(linger_ms)
+        self.dropped_overflow += len(self._queue)
+        self._queue.clear()
+        self._sock.close(linger=int(linger_ms))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EdgeReceiver:
+    """Downstream end of an edge: ``recv(timeout_ms) -> Packet | None``.
+
+    Malformed messages are rejected and counted by reason (never raised); ``seq`` gaps per
+    stream are counted (``stats()['gaps']``). Credits go back upstream as packets are consumed,
+    so a receiver that stops calling ``recv`` makes a lossless sender wait.
+    """
+
+    def __init__(self, endpoint: str, *, bind: bool = False, context: zmq.Context | None = None,
+                 ack_every: int = 8, hwm: int = 4096):
+        self._sock = _open(context, zmq.DEALER, endpoint, bind, hwm=hwm)
+        receiving_socket_options(self._sock)
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else endpoint
+        self.rid = struct.unpack("<I", os.urandom(4))[0]
+        self.ack_every = max(1, int(ack_every))
+        self.rejects = RejectCounter()
+        self.seqs = SeqTracker()
+        self.received = 0
+        self._consumed = 0
+        self._acked = -1
+        self._last_ack = 0.0
+        self._ack()
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The underlying socket, for a ``zmq.Poller`` over several inputs (poll POLLIN)."""
+        return self._sock
+
+    def _ack(self) -> None:
+        """Tell the sender how many messages were consumed (also the hello of a new receiver)."""
+        now = time.monotonic()
+        if self._acked == self._consumed and now - self._last_ack < _KEEPALIVE_S:
+            return
+        try:
+            self._sock.send(_CREDIT.pack(b"K", self.rid, self._consumed), zmq.NOBLOCK)
+            self._acked = self._consumed
+            self._last_ack = now
+        except zmq.Again:
+            pass  # no sender connected yet; retried while waiting
+
+    def recv(self, timeout_ms: float | None = None) -> Packet | None:
+        """Next valid packet, or None when ``timeout_ms`` passes (None = wait forever)."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._ack()  # about to wait: return every credit first (no deadlock)
+                while True:
+                    slice_ms = _SLICE_MS  # idle: repeat our K (a restarted sender needs it)
+                    if deadline is not None:
+                        slice_ms = min(slice_ms, max(0, int((deadline - time.monotonic()) * 1e3)))
+                    if self._sock.poll(slice_ms, zmq.POLLIN):
+                        break
+                    self._ack()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return None
+                continue
+            self._consumed += 1
+            if (self._consumed - self._acked >= self.ack_every
+                    or not self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN):
+                self._ack()  # batched while busy, at once when caught up
+            try:
+                _, packet = decode(frames)
+            except ProtocolRejected as e:
+                self.rejects.count(e.reason, str(e))
+                continue
+            self.received += 1
+            self.seqs.update(packet.stream, packet.seq)
+            return packet
+
+    def stats(self) -> dict[str, Any]:
+        return {"received": self.received, "rejected": self.rejects.as_dict(),
+                "rejected_total": self.rejects.total, "gaps": self.seqs.snapshot(),
+                "missing": self.seqs.missing, "seq_resets": self.seqs.resets,
+                "queue_depth": None}  # ZeroMQ does not expose its queue length
+
+    def close(self) -> None:
+        if not self._sock.closed:
+            self._sock.close(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

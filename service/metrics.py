@@ -1,0 +1,192 @@
+"""Latency histograms and counters: cheap to record, mergeable across workers and restarts.
+
+A :class:`Histogram` counts values (ns) in log-spaced buckets, ``SUB`` buckets per power of two
+(relative error <= 2**(1/SUB) - 1, about 9 % with SUB = 8), like HdrHistogram's log buckets.
+Two histograms merge by adding bucket counts, so the daemon can combine a worker's histogram
+with the one of its previous incarnation, or several sinks into one end-to-end figure.
+Exact ``min``/``max``/``count``/``sum`` are kept beside the buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+SUB = 8                      # buckets per octave
+N_BUCKETS = 64 * SUB         # covers 1 .. 2**64 ns
+
+
+def bucket_of(value_ns: int) -> int:
+    """Bucket index of a value (values < 1 go to bucket 0)."""
+    if value_ns < 1:
+        return 0
+    return min(N_BUCKETS - 1, int(math.log2(value_ns) * SUB))
+
+
+def bucket_upper(index: int) -> float:
+    """Upper bound of a bucket (the value reported for a percentile falling in it)."""
+    return 2.0 ** ((index + 1) / SUB)
+
+
+class Histogram:
+    """Log-bucketed histogram of non-negative values in ns."""
+
+    __slots__ = ("counts", "count", "total", "min", "max")
+
+    def __init__(self):
+        self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
+        self.count = 0
+        self.total = 0
+        self.min = 0
+        self.max = 0
+
+    def record(self, value_ns: int) -> None:
+        v = int(value_ns)
+        if v < 0:
+            v = 0  # clocks of two processes may disagree by a few µs; never a negative latency
+        self.counts[bucket_of(v)] += 1
+        if self.count == 0 or v < self.min:
+            self.min = v
+        if v > self.max:
+            self.max = v
+        self.count += 1
+        self.total += v
+
+    def merge(self, other: "Histogram") -> "Histogram":
+        """Add ``other`` into this histogram (in place) and return self."""
+        if other.count == 0:
+            return self
+        self.counts += other.counts
+        self.min = other.min if self.count == 0 else min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self.count += other.count
+        self.total += other.total
+        return self
+
+    def percentile(self, q: float) -> float:
+        """Value at percentile ``q`` (0..100): the upper bound of its bucket, clipped to [min, max]."""
+        if self.count == 0:
+            return 0.0
+        if q >= 100:
+            return float(self.max)
+        rank = max(1, math.ceil(self.count * q / 100.0))
+        idx = int(np.searchsorted(np.cumsum(self.counts), rank, side="left"))
+        return float(min(max(bucket_upper(idx), self.min), self.max))
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def summary_us(self) -> dict[str, float]:
+        """p50/p99/max/mean in µs (what status tables show)."""
+        return {"count": self.count, "p50_us": self.percentile(50) / 1e3, "p99_us": self.percentile(99) / 1e3,
+                "max_us": self.max / 1e3, "mean_us": self.mean / 1e3}
+
+    # -- serialisation (JSON-friendly, sparse) -----------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        nz = np.flatnonzero(self.counts)
+        return {"b": nz.tolist(), "c": self.counts[nz].tolist(), "n": self.count, "sum": self.total,
+                "min": self.min, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Histogram":
+        h = cls()
+        if d:
+            idx = np.asarray(d.get("b", []), dtype=np.int64)
+            cnt = np.asarray(d.get("c", []), dtype=np.int64)
+            if len(idx) != len(cnt) or (len(idx) and (idx.min() < 0 or idx.max() >= N_BUCKETS)):
+                raise ValueError("malformed histogram dict")
+            h.counts[idx] = cnt
+            h.count, h.total = int(d.get("n", 0)), int(d.get("sum", 0))
+            h.min, h.max = int(d.get("min", 0)), int(d.get("max", 0))
+        return h
+
+
+class NodeMetrics:
+    """What the runtime measures for one node: counters plus two latency histograms.
+
+    ``latency`` is the age of the data when the node emits it (now - packet.sent_ns, the source
+    wall-clock time), so at a sink it is the end-to-end latency; ``proc`` is the node's own
+    processing time per packet.
+    """
+
+    COUNTERS = ("packets_in", "events_in", "packets_out", "events_out", "errors")
+
+    def __init__(self):
+        self.counters = dict.fromkeys(self.COUNTERS, 0)
+        self.latency = Histogram()
+        self.proc = Histogram()
+        self.first_ns = 0   # wall clock of the first and last packet through the node (throughput span)
+        self.last_ns = 0
+
+    def seen(self, now_ns: int) -> None:
+        if not self.first_ns:
+            self.first_ns = now_ns
+        self.last_ns = now_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters), "latency": self.latency.to_dict(), "proc": self.proc.to_dict(),
+                "span_ns": [self.first_ns, self.last_ns]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NodeMetrics":
+        m = cls()
+        m.counters.update({k: int(v) for k, v in (d.get("counters") or {}).items()})
+        m.latency = Histogram.from_dict(d.get("latency") or {})
+        m.proc = Histogram.from_dict(d.get("proc") or {})
+        m.first_ns, m.last_ns = (int(v) for v in (d.get("span_ns") or (0, 0)))
+        return m
+
+    def merge(self, other: "NodeMetrics") -> "NodeMetrics":
+        for k, v in other.counters.items():
+            self.counters[k] = self.counters.get(k, 0) + v
+        self.latency.merge(other.latency)
+        self.proc.merge(other.proc)
+        firsts = [t for t in (self.first_ns, other.first_ns) if t]
+        self.first_ns = min(firsts) if firsts else 0
+        self.last_ns = max(self.last_ns, other.last_ns)
+        return self
+
+
+def merge_node_dicts(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
+    """Merge two serialised NodeMetrics (e.g. a worker's previous incarnation and the current one)."""
+    return NodeMetrics.from_dict(a or {}).merge(NodeMetrics.from_dict(b or {})).to_dict()
+
+
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+
+def summarize(nodes: dict[str, dict[str, Any]], edges: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-node table rows and the end-to-end latency from raw node and edge metrics.
+
+    ``nodes[name]`` holds serialised :class:`NodeMetrics` plus ``worker``, ``type``, ``stats``,
+    ``sink``; ``edges["consumer.port"]`` the ``send``/``recv`` stats of a cross-worker edge.
+    A node's ``queue`` is what waits on the edges into it (queued + in flight); its ``drops``
+    are the drops of those edges plus any ``dropped``/``drops`` counter of the node itself.
+    """
+    rows = {}
+    e2e = Histogram()
+    for name, d in nodes.items():
+        m = NodeMetrics.from_dict(d)
+        queue = drops = 0.0
+        for key, sides in edges.items():
+            if key.rpartition(".")[0] != name:
+                continue
+            send = sides.get("send") or {}
+            queue += _num(send.get("queued")) + _num(send.get("in_flight"))
+            drops += _num(send.get("dropped"))
+            recv = sides.get("recv") or {}
+            drops += _num(recv.get("missing")) if not send else 0.0
+        st = d.get("stats") or {}
+        for k in ("dropped", "drops"):
+            drops += _num(st.get(k))
+        if d.get("sink"):
+            e2e.merge(m.latency)
+        rows[name] = {"worker": d.get("worker", ""), "type": d.get("type", ""), **m.counters,
+                      "span_s": (m.last_ns - m.first_ns) / 1e9 if m.first_ns else 0.0,
+                      "latency": m.latency.summary_us(), "proc": m.proc.summary_us(),
+                      "queue": int(queue), "drops": int(drops), "stats": st}
+    return {"nodes": rows, "e2e": e2e.summary_us()}

@@ -1,0 +1,428 @@
+"""Wire protocol v1: how a :class:`~spikeflow.service.packet.Packet` travels over ZeroMQ.
+
+One message is a multipart ``[topic, header, payload...]`` (spec: ``docs/protocol.md``):
+
+* ``topic``: bytes for SUB prefix filtering (the stream name by default);
+* ``header``: a msgpack map (version, kind, stream, seq, window, count, dtype tag, sensor size,
+  send time, optional ``data`` map and ``arrays`` list);
+* ``payload``: raw little-endian array bytes, sent and received without copies (the event array
+  first when ``dtype`` is set, then one frame per entry of ``arrays``).
+
+This is the only module that speaks msgpack. Decoding never trusts the peer: every length is
+checked against explicit limits before anything is allocated, and every violation raises
+:class:`ProtocolRejected` (a :class:`ProtocolError`) naming the frame and field and carrying a
+short ``reason`` code that receivers count in a :class:`RejectCounter`. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable
+
+import msgpack
+import numpy as np
+import zmq
+
+from .errors import ProtocolError
+from .events import EVENT_DTYPE, SensorSize
+from .packet import KINDS, Packet
+
+PROTOCOL_VERSION = 1
+"""Major version of the wire protocol; the one place it is defined (docs/protocol.md agrees)."""
+
+# -- limits (a receiver refuses anything beyond them before allocating) --------------------
+MAX_TOPIC_BYTES = 1024
+MAX_HEADER_BYTES = 64 * 1024
+MAX_STR_LEN = 4096
+MAX_BIN_LEN = 16 * 1024
+MAX_ARRAY_LEN = 4096
+MAX_MAP_LEN = 256
+MAX_ARRAYS = 16
+MAX_NDIM = 4
+MAX_PAYLOAD_BYTES = 1 << 30
+"""Largest payload frame accepted (also set as ZMQ_MAXMSGSIZE on our receiving sockets)."""
+
+DTYPE_TAGS: dict[str, np.dtype] = {
+    "ev1": EVENT_DTYPE,  # t <i8, x <i2, y <i2, p <i2, packed, 14 bytes
+    "b1": np.dtype("?"),
+    "u1": np.dtype("<u1"), "u2": np.dtype("<u2"), "u4": np.dtype("<u4"), "u8": np.dtype("<u8"),
+    "i1": np.dtype("<i1"), "i2": np.dtype("<i2"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8"),
+    "f4": np.dtype("<f4"), "f8": np.dtype("<f8"),
+}
+"""Payload element types by tag; every multi-byte type is little-endian on the wire."""
+
+_TAG_OF = {dt: tag for tag, dt in DTYPE_TAGS.items() if tag != "ev1"}
+
+REJECT_REASONS = ("version", "kind", "dtype", "size", "truncated", "extra_frames",
+                  "header_too_large", "topic_too_large", "msgpack", "field")
+"""Reason codes of :class:`ProtocolRejected`; receivers count rejects under these names."""
+
+_U64 = 1 << 64
+_I64 = 1 << 63
+_EVENT_KINDS = ("events", "spikes")
+
+
+class ProtocolRejected(ProtocolError):
+    """A message violates protocol v1. ``reason`` is one of ``REJECT_REASONS``.
+
+    The message names the frame index and the header field at fault.
+    """
+
+    def __init__(self, reason: str, frame: int, field: str | None, message: str):
+        self.reason = reason
+        self.frame = frame
+        self.field = field
+        where = f"frame {frame}" + (f" field {field!r}" if field else "")
+        super().__init__(f"{where}: {message} [{reason}]")
+
+
+class RejectCounter:
+    """Counts rejected messages per reason (thread-safe); ``as_dict()`` for stats."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self.last_error = ""
+
+    def count(self, reason: str, message: str = "") -> None:
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+            if message:
+                self.last_error = message
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+def _plain(obj: Any) -> Any:
+    """msgpack ``default`` hook: numpy scalars and small nested arrays become plain values."""
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise ProtocolError(f"encode: field 'data' holds a {type(obj).__name__}, which protocol v1 "
+                        "cannot carry (use str, int, float, bool, None, bytes, lists, maps, arrays)")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ProtocolError(f"encode: field {name!r} must be an integer, got {value!r}")
+    value = int(value)
+    if not lo <= value < hi:
+        raise ProtocolError(f"encode: field {name!r} = {value} outside [{lo}, {hi})")
+    return value
+
+
+def _raw(arr: np.ndarray) -> memoryview | bytes:
+    """A contiguous array's bytes as a flat view (no copy)."""
+    return memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else b""
+
+
+def _array_frame(name: str, arr: np.ndarray) -> tuple[list, memoryview]:
+    """(``arrays`` entry, payload buffer) for one numpy array in ``data``."""
+    tag = _TAG_OF.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
+    if tag is None:
+        raise ProtocolError(f"encode: data[{name!r}] has dtype {arr.dtype}, no protocol v1 tag "
+                            f"(known: {sorted(DTYPE_TAGS)})")
+    if arr.ndim > MAX_NDIM:
+        raise ProtocolError(f"encode: data[{name!r}] has {arr.ndim} dims > {MAX_NDIM}")
+    arr = np.ascontiguousarray(arr, dtype=DTYPE_TAGS[tag])
+    return [name, tag, list(arr.shape)], _raw(arr)
+
+
+def encode(packet: Packet, topic: bytes | None = None) -> list:
+    """Frames ``[topic, header, payload...]`` for ``packet``; payloads are zero-copy views.
+
+    ``topic`` defaults to the stream name in UTF-8. Do not modify ``packet.events`` until the
+    frames are sent (ZeroMQ reads the array's memory in place).
+    """
+    if topic is None:
+        topic = packet.stream.encode()
+    if len(topic) > MAX_TOPIC_BYTES:
+        raise ProtocolError(f"encode: topic of {len(topic)} bytes > {MAX_TOPIC_BYTES}")
+    seq, t0, t1, sent_ns, size = packet.seq, packet.t0_us, packet.t1_us, packet.sent_ns, packet.sensor_size
+    if not (type(seq) is int and type(t0) is int and type(t1) is int and type(sent_ns) is int
+            and 0 <= seq < _U64 and -_I64 <= t0 < _I64 and -_I64 <= t1 < _I64 and -_I64 <= sent_ns < _I64
+            and all(type(n) is int and 0 <= n < 1 << 32 for n in size)):
+        # slow path: numpy integers are converted, anything else raises naming the field
+        seq = _check_int("seq", seq, 0, _U64)
+        t0 = _check_int("t0", t0, -_I64, _I64)
+        t1 = _check_int("t1", t1, -_I64, _I64)
+        sent_ns = _check_int("sent_ns", sent_ns, -_I64, _I64)
+        size = [_check_int("size", n, 0, 1 << 32) for n in size]
+    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": packet.kind, "stream": packet.stream,
+                              "seq": seq, "t0": t0, "t1": t1, "count": 0, "dtype": None,
+                              "size": list(size), "sent_ns": sent_ns}
+    payloads: list = []
+    events = packet.events
+    if events is None and packet.kind in _EVENT_KINDS:
+        events = np.zeros(0, EVENT_DTYPE)
+    if events is not None:
+        if events.dtype != EVENT_DTYPE:
+            raise ProtocolError(f"encode: field 'events' has dtype {events.dtype}, expected EVENT_DTYPE")
+        if events.ndim != 1:
+            raise ProtocolError(f"encode: field 'events' must be 1-D, got shape {events.shape}")
+        if not events.flags.c_contiguous:
+            events = np.ascontiguousarray(events)
+        header["count"] = len(events)
+        header["dtype"] = "ev1"
+        payloads.append(_raw(events))
+    data = {}
+    arrays = []
+    for key, value in packet.data.items():
+        if not isinstance(key, str):
+            raise ProtocolError(f"encode: data key {key!r} is not a string")
+        if isinstance(value, np.ndarray):
+            entry, buf = _array_frame(key, value)
+            arrays.append(entry)
+            payloads.append(buf)
+        else:
+            data[key] = value
+    if data:
+        header["data"] = data
+    if arrays:
+        if len(arrays) > MAX_ARRAYS:
+            raise ProtocolError(f"encode: {len(arrays)} arrays in 'data' > {MAX_ARRAYS}")
+        header["arrays"] = arrays
+    raw = msgpack.packb(header, default=_plain, use_bin_type=True)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"encode: header of {len(raw)} bytes > {MAX_HEADER_BYTES}")
+    return [topic, raw, *payloads]
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+def _buffer(frame, index: int) -> memoryview | bytes:
+    """The frame's bytes without copying (a zmq.Frame's own buffer)."""
+    if isinstance(frame, zmq.Frame):
+        return frame.buffer
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return frame
+    raise ProtocolRejected("field", index, None, f"frame of type {type(frame).__name__} is not bytes")
+
+
+def _get_int(h: dict, name: str, lo: int, hi: int) -> int:
+    if name not in h:
+        raise ProtocolRejected("field", 1, name, "missing")
+    v = h[name]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ProtocolRejected("field", 1, name, f"expected an integer, got {type(v).__name__}")
+    if not lo <= v < hi:
+        raise ProtocolRejected("field", 1, name, f"{v} outside [{lo}, {hi})")
+    return v
+
+
+def _get_str(h: dict, name: str) -> str:
+    if name not in h:
+        raise ProtocolRejected("field", 1, name, "missing")
+    v = h[name]
+    if not isinstance(v, str):
+        raise ProtocolRejected("field", 1, name, f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _payload(frames: list, index: int, field: str, dtype: np.dtype, n_items: int) -> np.ndarray:
+    if index >= len(frames):
+        raise ProtocolRejected("truncated", index, field,
+                               f"payload frame missing: message has {len(frames)} frames")
+    buf = _buffer(frames[index], index)
+    nbytes = len(buf) if not isinstance(buf, memoryview) else buf.nbytes
+    if nbytes != n_items * dtype.itemsize:
+        raise ProtocolRejected("size", index, field,
+                               f"payload is {nbytes} bytes, header says {n_items} x {dtype.itemsize}")
+    if nbytes == 0:
+        return np.zeros(0, dtype)
+    return np.frombuffer(buf, dtype=dtype, count=n_items)
+
+
+def _parse_arrays(raw: Any) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+    if not isinstance(raw, list) or len(raw) > MAX_ARRAYS:
+        raise ProtocolRejected("field", 1, "arrays", f"expected a list of at most {MAX_ARRAYS} entries")
+    out = []
+    for i, entry in enumerate(raw):
+        name = f"arrays[{i}]"
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], str) and isinstance(entry[2], list)):
+            raise ProtocolRejected("field", 1, name, "expected [name, dtype tag, shape]")
+        key, tag, shape = entry
+        if tag not in DTYPE_TAGS or tag == "ev1":
+            raise ProtocolRejected("dtype", 1, name, f"unknown dtype tag {tag!r}")
+        if len(shape) > MAX_NDIM or not all(isinstance(d, int) and not isinstance(d, bool)
+                                            and 0 <= d < MAX_PAYLOAD_BYTES for d in shape):
+            raise ProtocolRejected("field", 1, name, f"bad shape {shape!r}")
+        out.append((key, DTYPE_TAGS[tag], tuple(shape)))
+    return out
+
+
+def _header_problem(h: dict) -> None:
+    """Raise the precise rejection for a header that failed decode's fast check."""
+    kind = _get_str(h, "kind")
+    if kind not in KINDS:
+        raise ProtocolRejected("kind", 1, "kind", f"unknown kind {kind!r}; expected one of {KINDS}")
+    _get_str(h, "stream")
+    _get_int(h, "seq", 0, _U64)
+    _get_int(h, "t0", -_I64, _I64)
+    _get_int(h, "t1", -_I64, _I64)
+    _get_int(h, "sent_ns", -_I64, _I64)
+    _get_int(h, "count", 0, MAX_PAYLOAD_BYTES)
+    size = h.get("size")
+    raise ProtocolRejected("field", 1, "size", f"expected [W, H, C] of unsigned ints, got {size!r}")
+
+
+def decode(frames: Iterable) -> tuple[bytes, Packet]:
+    """``(topic, Packet)`` from frames (bytes or zmq.Frame); payload arrays are zero-copy views.
+
+    Raises :class:`ProtocolRejected` naming the frame/field for any protocol violation.
+    Arrays received from a zmq.Frame share its memory (the frame stays alive as their base).
+    """
+    frames = list(frames)
+    if len(frames) < 2:
+        raise ProtocolRejected("truncated", len(frames), None,
+                               f"need at least [topic, header], got {len(frames)} frame(s)")
+    topic_buf = _buffer(frames[0], 0)
+    if len(topic_buf) > MAX_TOPIC_BYTES:
+        raise ProtocolRejected("topic_too_large", 0, None, f"topic of {len(topic_buf)} bytes > {MAX_TOPIC_BYTES}")
+    topic = bytes(topic_buf)
+    hbuf = _buffer(frames[1], 1)
+    if len(hbuf) > MAX_HEADER_BYTES:
+        raise ProtocolRejected("header_too_large", 1, None, f"header of {len(hbuf)} bytes > {MAX_HEADER_BYTES}")
+    try:
+        h = msgpack.unpackb(hbuf, raw=False, strict_map_key=True, use_list=True,
+                            max_str_len=MAX_STR_LEN, max_bin_len=MAX_BIN_LEN,
+                            max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+    except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
+        raise ProtocolRejected("msgpack", 1, None, f"header is not valid msgpack ({type(e).__name__}: {e})") from None
+    if not isinstance(h, dict):
+        raise ProtocolRejected("field", 1, None, f"header must be a map, got {type(h).__name__}")
+    if "v" not in h:
+        raise ProtocolRejected("version", 1, "v", "missing protocol version")
+    if h["v"] != PROTOCOL_VERSION or isinstance(h["v"], bool):
+        raise ProtocolRejected("version", 1, "v", f"protocol version {h['v']!r}, this receiver speaks {PROTOCOL_VERSION}")
+    get = h.get
+    kind, stream, seq, t0, t1 = get("kind"), get("stream"), get("seq"), get("t0"), get("t1")
+    sent_ns, count, size = get("sent_ns"), get("count"), get("size")
+    if not (type(kind) is str and kind in KINDS and type(stream) is str
+            and type(seq) is int and type(t0) is int and type(t1) is int and type(sent_ns) is int
+            and type(count) is int and 0 <= seq < _U64 and -_I64 <= t0 < _I64 and -_I64 <= t1 < _I64
+            and -_I64 <= sent_ns < _I64 and 0 <= count < MAX_PAYLOAD_BYTES
+            and type(size) is list and len(size) == 3 and all(type(n) is int and 0 <= n < 1 << 32 for n in size)):
+        _header_problem(h)   # slow path: raises naming the first bad field
+    if "dtype" not in h:
+        raise ProtocolRejected("field", 1, "dtype", "missing")
+    tag = h["dtype"]
+    if tag is not None and tag != "ev1":
+        raise ProtocolRejected("dtype", 1, "dtype", f"unknown event dtype tag {tag!r}; protocol v1 knows 'ev1'")
+    if tag is None and (kind in _EVENT_KINDS or count):
+        raise ProtocolRejected("dtype", 1, "dtype", f"kind {kind!r} with count {count} needs dtype 'ev1'")
+    data = h.get("data", {})
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ProtocolRejected("field", 1, "data", "expected a map with string keys")
+    arrays = _parse_arrays(h["arrays"]) if "arrays" in h else []
+    index = 2
+    events = None
+    if tag is not None:
+        events = _payload(frames, 2, "count", EVENT_DTYPE, count)
+        index = 3
+    for key, dtype, shape in arrays:
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if n * dtype.itemsize > MAX_PAYLOAD_BYTES:
+            raise ProtocolRejected("size", index, f"arrays.{key}", "array larger than the payload limit")
+        data[key] = _payload(frames, index, f"arrays.{key}", dtype, n).reshape(shape)
+        index += 1
+    if len(frames) != index:
+        raise ProtocolRejected("extra_frames", index, None, f"{len(frames) - index} unexpected frame(s) after the payloads")
+    return topic, Packet(kind=kind, stream=stream, seq=seq, sensor_size=SensorSize(*size), t0_us=t0,
+                         t1_us=t1, sent_ns=sent_ns, events=events, data=data)
+
+
+# -- socket helpers ---------------------------------------------------------------------------
+
+def send_packet(sock: zmq.Socket, packet: Packet, topic: bytes | None = None, flags: int = 0) -> None:
+    """Encode and send ``packet`` on ``sock`` (zero-copy for large payloads)."""
+    sock.send_multipart(encode(packet, topic), flags=flags, copy=False)
+
+
+def recv_packet(sock: zmq.Socket, flags: int = 0,
+                rejects: RejectCounter | None = None) -> tuple[bytes, Packet] | None:
+    """Receive one message (no copy) and decode it.
+
+    Returns ``None`` when the message is rejected, after counting the reason in ``rejects``
+    (without a counter the :class:`ProtocolRejected` propagates). ``zmq.Again`` propagates
+    with ``flags=zmq.NOBLOCK`` when nothing is waiting.
+    """
+    frames = sock.recv_multipart(flags=flags, copy=False)
+    try:
+        return decode(frames)
+    except ProtocolRejected as e:
+        if rejects is None:
+            raise
+        rejects.count(e.reason, str(e))
+        return None
+
+
+class SeqTracker:
+    """Detects sequence gaps per stream: ``gaps[stream]`` = number of missing seq numbers.
+
+    A seq lower than expected (a restarted producer) counts as a ``reset`` and resynchronises.
+    Updates hold a lock, so a metrics thread may read ``snapshot()`` meanwhile.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._next: dict[str, int] = {}
+        self.gaps: dict[str, int] = {}
+        self.resets = 0
+
+    def update(self, stream: str, seq: int) -> int:
+        """Record ``seq`` on ``stream``; returns how many packets were missed just before it."""
+        with self._lock:
+            return self._update(stream, seq)
+
+    def _update(self, stream: str, seq: int) -> int:
+        expected = self._next.get(stream)
+        self._next[stream] = seq + 1
+        if expected is None or seq == expected:
+            return 0
+        if seq < expected:
+            self.resets += 1
+            return 0
+        missed = seq - expected
+        self.gaps[stream] = self.gaps.get(stream, 0) + missed
+        return missed
+
+    def last_seq(self, stream: str) -> int | None:
+        nxt = self._next.get(stream)
+        return None if nxt is None else nxt - 1
+
+    def add_gap(self, stream: str, n: int) -> None:
+        """Count ``n`` more missing packets on ``stream`` (e.g. a tail drop a heartbeat revealed)."""
+        with self._lock:
+            self.gaps[stream] = self.gaps.get(stream, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of ``gaps`` (safe while another thread updates)."""
+        with self._lock:
+            return dict(self.gaps)
+
+    @property
+    def missing(self) -> int:
+        return sum(self.snapshot().values())
+
+
+def receiving_socket_options(sock: zmq.Socket) -> None:
+    """Options every receiving socket of ours gets: refuse oversized frames at the transport."""
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES)

@@ -1,0 +1,256 @@
+"""Edges over real sockets: lossless backpressure with bounded memory, realtime drops counted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+from spikeflow.service.edges import EdgeReceiver, EdgeSender
+from spikeflow.service.events import SensorSize, make_events
+from spikeflow.service.packet import Packet, now_ns
+from spikeflow.service.protocol import encode
+
+
+def gesture_events(shared, n=None):
+    import tonic.io
+
+    raw = tonic.io.read_mnist_file(str(shared("recordings/slayer-dvsgesture/4.bs2")),
+                                   dtype=np.dtype([("x", int), ("y", int), ("t", int), ("p", int)]))
+    n = len(raw) if n is None else n
+    return make_events(raw["t"][:n], raw["x"][:n], raw["y"][:n], raw["p"][:n])
+
+
+def packets_of(events, window_us=10_000, stream="dvs.events_out"):
+    """Cut real events into consecutive window packets (views)."""
+    t = events["t"]
+    out = []
+    for seq, t0 in enumerate(range(0, int(t[-1]) + 1, window_us)):
+        i0, i1 = np.searchsorted(t, [t0, t0 + window_us])
+        out.append(Packet("events", stream, seq, SensorSize(128, 128, 2), t0, t0 + window_us, now_ns(),
+                          events[i0:i1]))
+    return out
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)   # never hang on a failed test's open sockets
+
+
+def endpoint(transport, tmp_path, name="edge"):
+    return {"inproc": f"inproc://{name}", "ipc": f"ipc://{tmp_path}/{name}.sock",
+            "tcp": "tcp://127.0.0.1:*"}[transport]
+
+
+@pytest.mark.parametrize("transport", ["inproc", "ipc", "tcp"])
+def test_lossless_delivers_every_event_bit_exact(shared, tmp_path, ctx, transport):
+    events = gesture_events(shared)
+    pkts = packets_of(events)
+    with EdgeSender(endpoint(transport, tmp_path), policy="lossless", queue=4, context=ctx) as tx, \
+            EdgeReceiver(tx.endpoint, context=ctx) as rx:
+        got = []
+
+        def consume():
+            while len(got) < len(pkts):
+                p = rx.recv(5000)
+                assert p is not None
+                got.append(p)
+
+        th = threading.Thread(target=consume)
+        th.start()
+        for p in pkts:
+            assert tx.send(p, timeout_ms=5000)
+        th.join(10)
+        assert not th.is_alive()
+        assert np.concatenate([p.events for p in got]).tobytes() == events.tobytes()
+        assert [p.seq for p in got] == list(range(len(pkts)))
+        assert rx.stats()["missing"] == 0 and rx.stats()["rejected_total"] == 0
+        assert tx.stats()["dropped"] == 0 and tx.stats()["sent"] == len(pkts)
+        assert rx.recv(0) is None                # caught up: the last credits go back
+        assert tx.drain(2000) and tx.in_flight == 0
+
+
+def test_lossless_stalled_receiver_makes_sender_wait_with_bounded_memory(ctx):
+    big = make_events(np.arange(100_000), np.zeros(100_000), np.zeros(100_000), np.ones(100_000))
+    n_total, window = 60, 4
+    proc = psutil.Process()
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=window, context=ctx)
+    rx = EdgeReceiver(tx.endpoint, context=ctx)
+    try:
+        rss0 = proc.memory_info().rss
+        progress = []
+
+        def produce():
+            for seq in range(n_total):
+                assert tx.send(Packet("events", "s", seq, SensorSize(1, 1, 2), seq, seq + 1, now_ns(), big))
+                progress.append(seq)
+
+        th = threading.Thread(target=produce)
+        th.start()
+        # the receiver has not called recv: the sender fills its window, then waits
+        deadline = time.monotonic() + 10
+        while len(progress) < window and time.monotonic() < deadline:
+            th.join(0.01)
+        th.join(0.5)
+        assert th.is_alive(), "lossless sender must wait for a stalled receiver"
+        assert len(progress) == window and tx.in_flight == window
+        assert tx.stats()["wait_ns"] > 0.3e9
+        grown = proc.memory_info().rss - rss0
+        assert grown < (window + 4) * big.nbytes + (30 << 20), f"memory grew by {grown} bytes"
+        # the receiver resumes: everything arrives, in order, nothing lost
+        seqs = []
+        while len(seqs) < n_total:
+            p = rx.recv(5000)
+            assert p is not None and p.events.tobytes() == big.tobytes()
+            seqs.append(p.seq)
+        th.join(5)
+        assert not th.is_alive()
+        assert seqs == list(range(n_total))
+        assert tx.stats()["dropped"] == 0 and rx.stats()["missing"] == 0
+    finally:
+        tx.stop()
+        tx.close()
+        rx.close()
+
+
+def test_lossless_wait_ends_on_stop_and_on_timeout(ctx):
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=2, context=ctx)
+    rx = EdgeReceiver(tx.endpoint, context=ctx)
+    try:
+        pkt = Packet("heartbeat", "hb")
+        assert tx.send(pkt, 5000) and tx.send(pkt, 5000)
+        t0 = time.monotonic()
+        assert tx.send(pkt, timeout_ms=100) is False
+        assert 0.09 < time.monotonic() - t0 < 2
+        result = []
+        th = threading.Thread(target=lambda: result.append(tx.send(pkt)))
+        th.start()
+        th.join(0.2)
+        assert th.is_alive()
+        tx.stop()
+        th.join(2)
+        assert result == [False]
+    finally:
+        tx.close()
+        rx.close()
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_realtime_stalled_receiver_drops_counted_sender_never_blocks(shared, tmp_path, ctx, transport):
+    events = gesture_events(shared)
+    pkts = packets_of(events, window_us=1000)            # 1 ms packets at DVS128 rates
+    tx = EdgeSender(endpoint(transport, tmp_path, "rt"), policy="realtime", queue=8, context=ctx)
+    rx = EdgeReceiver(tx.endpoint, context=ctx)
+    try:
+        assert rx.recv(0) is None               # hello: the sender now has credit
+        deadline = time.monotonic() + 5
+        while tx.in_flight == tx.window and time.monotonic() < deadline:
+            tx.socket.poll(10)                   # wait for the hello to arrive
+            tx.pump(0)
+        worst = 0.0
+        for p in pkts:                           # the receiver is stalled meanwhile
+            t0 = time.perf_counter()
+            assert tx.send(p) is True
+            worst = max(worst, time.perf_counter() - t0)
+        assert worst < 0.05, f"a realtime send blocked for {worst * 1e3:.1f} ms"
+        st = tx.stats()
+        assert st["dropped_overflow"] == len(pkts) - tx.window - 8
+        assert st["sent"] == tx.window and st["queued"] == 8
+        # the receiver wakes up: it gets what was in flight, then the queue, and sees the gap
+        got = []
+        for _ in range(200):
+            tx.pump(100)                          # the receiver's credits let the queue go
+            p = rx.recv(100)
+            if p is not None:
+                got.append(p.seq)
+            if tx.stats()["queued"] == 0 and p is None:
+                break
+        assert len(got) == tx.window + 8
+        assert got[:tx.window] == list(range(tx.window))
+        assert got[tx.window:] == [p.seq for p in pkts[-8:]]
+        rs = rx.stats()
+        assert rs["missing"] == st["dropped"] == rs["gaps"]["dvs.events_out"]
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_realtime_drops_late_packets(ctx):
+    with EdgeSender("inproc://late", policy="realtime", queue=4, max_age_ms=50, context=ctx) as tx, \
+            EdgeReceiver("inproc://late", context=ctx) as rx:
+        assert rx.recv(0) is None
+        old = Packet("heartbeat", "h", 0, sent_ns=now_ns() - 10**9)
+        assert tx.send(old) is False and tx.stats()["dropped_late"] == 1
+        fresh = Packet("heartbeat", "h", 1, sent_ns=now_ns())
+        assert tx.send(fresh) is True
+        assert rx.recv(2000).seq == 1
+
+
+def test_restarted_receiver_gets_credit_and_stream_resumes(ctx):
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=2, context=ctx)
+    try:
+        rx1 = EdgeReceiver(tx.endpoint, context=ctx)
+        for seq in range(2):
+            assert tx.send(Packet("heartbeat", "h", seq), 5000)
+        assert tx.send(Packet("heartbeat", "h", 99), timeout_ms=100) is False   # window full
+        rx1.close()                              # dies with both packets unconsumed
+        rx2 = EdgeReceiver(tx.endpoint, context=ctx)
+        got = []
+        th = threading.Thread(target=lambda: got.extend(rx2.recv(5000).seq for _ in range(6)))
+        th.start()
+        for seq in range(2, 8):                  # the new receiver's hello resets the window
+            assert tx.send(Packet("heartbeat", "h", seq), 5000)
+        th.join(5)
+        assert got == list(range(2, 8))
+        assert rx2.stats()["missing"] == 0       # a fresh receiver starts its gap count at seq 2
+        rx2.close()
+    finally:
+        tx.close()
+
+
+def test_receiver_binds_sender_connects_and_restarted_sender_gets_credit(ctx):
+    rx = EdgeReceiver("tcp://127.0.0.1:*", bind=True, context=ctx)
+    try:
+        for gen in range(2):                     # a second sender incarnation must not wait forever
+            tx = EdgeSender(rx.endpoint, policy="lossless", queue=2, bind=False, context=ctx)
+            got = []
+            th = threading.Thread(target=lambda: got.extend(rx.recv(5000).seq for _ in range(5)))
+            th.start()
+            for seq in range(5):
+                assert tx.send(Packet("heartbeat", f"h{gen}", seq), timeout_ms=5000)
+            th.join(5)
+            assert got == list(range(5))
+            tx.close()
+    finally:
+        rx.close()
+
+
+def test_receiver_rejects_and_counts_garbage(ctx):
+    rx = EdgeReceiver("inproc://garbage", bind=True, context=ctx)
+    raw = ctx.socket(zmq.DEALER)
+    raw.connect("inproc://garbage")
+    try:
+        raw.send_multipart([b"t", b"\xc1\xc1", b"x"])
+        raw.send_multipart([b"t"] + encode(Packet("heartbeat", "h"))[1:] + [b"extra"])
+        raw.send(b"lonely")
+        raw.send_multipart(encode(Packet("heartbeat", "h", 5)))
+        p = rx.recv(5000)
+        assert p.seq == 5
+        assert rx.stats()["rejected"] == {"msgpack": 1, "extra_frames": 1, "truncated": 1}
+    finally:
+        raw.close(0)
+        rx.close()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="policy"):
+        EdgeSender("inproc://x", policy="fast")
+    from spikeflow.service.errors import ProtocolError
+    with pytest.raises(ProtocolError, match="not-an-endpoint"):
+        EdgeReceiver("not-an-endpoint")

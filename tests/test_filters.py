@@ -1,0 +1,186 @@
+"""Filters: numba kernels against their naive twins, state across packets, tonic cross-checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tonic.transforms as tt
+
+import naive_filters as naive
+from spikeflow.drivers.recording import read_recording
+from spikeflow.nodes.base import PortMeta, build_params
+from spikeflow.nodes.filter_kernels import NEVER_US, background_activity_, refractory_
+from spikeflow.nodes.filters import NoiseFilter, RefractoryFilter, TonicTransform
+from spikeflow.service.errors import ParamError
+from spikeflow.service.events import EVENT_DTYPE, SensorSize, window_bounds
+from spikeflow.service.packet import events_packet
+
+
+def random_events(rng, n, w, h, span_us, out_of_range=0.0):
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, span_us, n))
+    ev["x"] = rng.integers(0, w, n)
+    ev["y"] = rng.integers(0, h, n)
+    ev["p"] = rng.integers(0, 2, n)
+    bad = rng.random(n) < out_of_range
+    ev["x"][bad] = rng.choice([-1, w, w + 5], bad.sum())
+    return ev
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("radius,eight", [(1, True), (1, False), (2, True), (3, False)])
+def test_background_activity_kernel_matches_naive(seed, radius, eight):
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(4, 40)), int(rng.integers(4, 40))
+    ev = random_events(rng, int(rng.integers(0, 3000)), w, h, int(rng.integers(1, 200_000)), out_of_range=0.02)
+    window = int(rng.integers(1, 20_000))
+    last = np.full((h, w), NEVER_US, np.int64)
+    keep = np.zeros(len(ev), bool)
+    oor = background_activity_(last, ev["x"], ev["y"], ev["t"], window, radius, eight, keep)
+    want = naive.background_activity(ev, (w, h), window, radius, eight)
+    np.testing.assert_array_equal(keep, want)
+    inside = (ev["x"] >= 0) & (ev["x"] < w) & (ev["y"] >= 0) & (ev["y"] < h)
+    assert oor == int((~inside).sum())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_refractory_kernel_matches_naive(seed):
+    rng = np.random.default_rng(100 + seed)
+    w, h = int(rng.integers(2, 20)), int(rng.integers(2, 20))
+    ev = random_events(rng, int(rng.integers(0, 4000)), w, h, int(rng.integers(1, 100_000)), out_of_range=0.01)
+    refr = int(rng.integers(0, 5000))
+    last = np.full((h, w), NEVER_US, np.int64)
+    keep = np.zeros(len(ev), bool)
+    refractory_(last, ev["x"], ev["y"], ev["t"], refr, keep)
+    np.testing.assert_array_equal(keep, naive.refractory(ev, (w, h), refr))
+
+
+def _run_node(node, ev, size, window_us):
+    """Feed ``ev`` to a node in packets of ``window_us``; return the concatenated output."""
+    node.setup({"events_in": PortMeta("events", SensorSize(*size))})
+    out = []
+    b = window_bounds(ev, window_us)
+    for k in range(len(b) - 1):
+        part = ev[b[k, 1]:b[k + 1, 1]]
+        pkt = events_packet(part, "s", k, size, b[k, 0], b[k + 1, 0])
+        res = node.process("events_in", pkt)
+        (p,) = res["events_out"]
+        assert p.seq == k and p.t0_us == b[k, 0]  # metadata rides along
+        out.append(p.events)
+    return np.concatenate(out) if out else np.zeros(0, EVENT_DTYPE)
+
+
+@pytest.fixture
+def nmnist(shared):
+    ev, info = read_recording(shared("recordings/tonic-testdata/sample_nmnist.bin"))
+    return ev, info.sensor_size
+
+
+@pytest.mark.parametrize("window_us", [100, 1000, 50_000])
+def test_noise_filter_keeps_state_across_packets(nmnist, window_us):
+    """Filtering packet by packet equals filtering the whole recording at once (real N-MNIST file)."""
+    ev, size = nmnist
+    node = NoiseFilter("f", build_params(NoiseFilter, {"window_us": 2000}))
+    got = _run_node(node, ev, size, window_us)
+    want = ev[naive.background_activity(ev, size, 2000)]
+    np.testing.assert_array_equal(got, want)
+    assert 0 < len(got) < len(ev)
+    st = node.stats()
+    assert st["events_in"] == len(ev) and st["events_kept"] == len(got)
+
+
+def test_noise_filter_agrees_with_tonic_denoise(nmnist):
+    """With the 4-neighbourhood, our filter is tonic's Denoise (past tonic's start-up artefact:
+    tonic treats every pixel as having fired at t = 0, so only events with t >= window compare)."""
+    ev, size = nmnist
+    window = 3000
+    node = NoiseFilter("f", build_params(NoiseFilter, {"window_us": window, "neighbourhood": 4}))
+    ours = _run_node(node, ev, size, 1000)
+    theirs = tt.Denoise(filter_time=window)(ev)
+    np.testing.assert_array_equal(ours[ours["t"] >= window], theirs[theirs["t"] >= window])
+
+
+def test_noise_filter_removes_isolated_noise():
+    """A dense moving edge survives, uniformly scattered single events do not."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0, 100_000, 50)
+    edge = np.zeros(len(t), EVENT_DTYPE)
+    edge["t"], edge["x"], edge["y"], edge["p"] = t, (t // 1000) % 64, (t // 50) % 64, 1
+    noise = random_events(rng, 300, 64, 64, 100_000)
+    ev = np.sort(np.concatenate([edge, noise]), order="t", kind="stable")
+    node = NoiseFilter("f", build_params(NoiseFilter, {"window_us": 1000}))
+    out = _run_node(node, ev, (64, 64, 2), 5000)
+    is_noise = np.isin(out[["t", "x", "y"]], noise[["t", "x", "y"]])
+    kept_signal = len(out) - is_noise.sum()
+    assert kept_signal > 0.9 * len(edge)
+    assert is_noise.sum() < 0.1 * len(noise)
+
+
+def test_out_of_range_events_are_dropped_and_counted():
+    ev = np.zeros(4, EVENT_DTYPE)
+    ev["t"] = [0, 1, 2, 3]
+    ev["x"] = [0, 1, 40, -3]
+    ev["y"] = [0, 0, 0, 0]
+    node = RefractoryFilter("r", build_params(RefractoryFilter, {"refractory_us": 0}))
+    out = _run_node(node, ev, (8, 8, 2), 10)
+    np.testing.assert_array_equal(out["x"], [0, 1])
+    assert node.stats()["out_of_range"] == 2
+
+
+def test_refractory_filter_thins_bursts():
+    ev = np.zeros(10, EVENT_DTYPE)
+    ev["t"] = np.arange(10) * 100  # one pixel, every 100 us
+    node = RefractoryFilter("r", build_params(RefractoryFilter, {"refractory_us": 300}))
+    out = _run_node(node, ev, (4, 4, 2), 250)
+    np.testing.assert_array_equal(out["t"], [0, 300, 600, 900])
+
+
+# -- tonic_transform -------------------------------------------------------------------------
+
+def _tonic_node(transform, kwargs=None, **extra):
+    raw = {"transform": transform, **({"kwargs": kwargs} if kwargs is not None else {}), **extra}
+    return TonicTransform("tt", build_params(TonicTransform, raw, key="nodes.tt.params"))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("Denoise", {"filter_time": 5000}),
+    ("RefractoryPeriod", {"delta": 1000}),
+    ("Decimation", {"n": 3}),
+    ("TimeSkew", {"coefficient": 1.5, "offset": 10}),
+    ("SpatialJitter", {"var_x": 0.0, "var_y": 0.0, "clip_outliers": True}),
+])
+def test_tonic_transform_equals_tonic_on_real_events(nmnist, name, kwargs):
+    """The node applied to one packet gives exactly what tonic gives on the same events."""
+    ev, size = nmnist
+    node = _tonic_node(name, kwargs)
+    meta = node.setup({"events_in": PortMeta("events", size)})
+    assert meta["events_out"].sensor_size == size
+    out = node.process("events_in", events_packet(ev, "s", 0, size, 0, int(ev["t"][-1]) + 1))["events_out"][0]
+    import inspect
+    cls = getattr(tt, name)
+    kw = dict(kwargs)
+    if "sensor_size" in inspect.signature(cls).parameters:
+        kw["sensor_size"] = tuple(size)
+    want = cls(**kw)(ev.copy())
+    assert out.events.dtype == EVENT_DTYPE
+    for f in "txyp":
+        np.testing.assert_array_equal(out.events[f], want[f].astype(out.events[f].dtype))
+
+
+def test_tonic_transform_derives_output_size():
+    node = _tonic_node("Downsample", {"spatial_factor": 0.5})
+    meta = node.setup({"events_in": PortMeta("events", SensorSize(128, 128, 2))})
+    assert meta["events_out"].sensor_size == SensorSize(64, 64, 2)
+    node = _tonic_node("CenterCrop", {"size": [32, 16]})
+    meta = node.setup({"events_in": PortMeta("events", SensorSize(128, 128, 2))})
+    assert meta["events_out"].sensor_size == SensorSize(32, 16, 2)
+
+
+def test_tonic_transform_errors_name_the_key():
+    with pytest.raises(ParamError, match=r"nodes\.tt\.params\.transform: unknown tonic transform 'Nope'"):
+        _tonic_node("Nope")
+    with pytest.raises(ParamError, match=r"nodes\.tt\.params\.kwargs\.bogus: Denoise has no argument"):
+        _tonic_node("Denoise", {"bogus": 1})
+    node = _tonic_node("ToFrame", {"n_time_bins": 2})
+    with pytest.raises(ParamError, match=r"nodes\.tt\.params\.transform: ToFrame returns .* not events"):
+        node.setup({"events_in": PortMeta("events", SensorSize(16, 16, 2))})

@@ -1,0 +1,266 @@
+"""AEDAT 4 reader and writer against the two independent AEDAT 4 decoders.
+
+Oracles: ``aedat`` (Rust, the decoder tonic uses) and ``dv-processing`` (iniVation's own C++
+library, the format's reference implementation). Both agree with each other on the three real
+files of ../shared (MANIFEST.md), so equality with both is the strongest check available.
+Files with other compressions (none, ZSTD) are made by re-packing a real file's packets, and
+dv-processing is asked to read them too, so the re-packing itself is checked.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import aedat
+import dv_processing as dv
+import lz4.frame
+import numpy as np
+import pytest
+import zstandard
+
+from fuzzing import fuzz_reader
+from naive_aedat import naive_aedat4_events
+from spikeflow.drivers.formats import aedat4 as A4
+from spikeflow.drivers.formats import aedat_kernels as K
+from spikeflow.drivers.recording import detect_format, open_recording, open_writer, read_recording
+from spikeflow.service.errors import RecordingError
+from spikeflow.service.events import make_events
+
+REAL = {
+    "recordings/tonic-testdata/sample.aedat4": (111_954, (320, 240), {"IMUS": 59}),
+    "recordings/faery-testdata/davis346.aedat4": (78_830, (346, 260), {"FRME": 59, "IMUS": 236, "TRIG": 177}),
+    "recordings/aermanager-testdata/data_sample.aedat4": (323_963, (320, 240), {"IMUS": 146}),
+}
+
+
+def ref_aedat(path):
+    dec = aedat.Decoder(str(path))
+    sid = min(k for k, v in dec.id_to_stream().items() if v["type"] == "events")
+    ev = np.concatenate([pk["events"] for pk in dec if pk["stream_id"] == sid and "events" in pk])
+    return ev["t"].astype(np.int64), ev["x"].astype(np.int64), ev["y"].astype(np.int64), ev["on"].astype(np.int64)
+
+
+def ref_dv(path):
+    rec = dv.io.MonoCameraRecording(str(path))
+    parts = []
+    while (b := rec.getNextEventBatch()) is not None:
+        parts.append(b.numpy())
+    ev = np.concatenate(parts)
+    return (ev["timestamp"].astype(np.int64), ev["x"].astype(np.int64), ev["y"].astype(np.int64),
+            ev["polarity"].astype(np.int64))
+
+
+def same(ev, ref) -> bool:
+    return all(np.array_equal(ev[f].astype(np.int64), r) for f, r in zip("txyp", ref))
+
+
+def packets(data: bytes):
+    """(header bytes, [(offset, stream id, body)]) of an AEDAT 4 file, by plain struct walking."""
+    hsize, = struct.unpack_from("<I", data, 14)
+    start = 18 + hsize
+    fb = A4._Flat(data[18:start], "x", 18, "IOHeader")
+    table, _ = fb.root(size_prefixed=False)
+    end = fb.u("q", fb.field(table, 1))
+    end = len(data) if end < 0 else end
+    out, off = [], start
+    while off < end:
+        sid, size = struct.unpack_from("<ii", data, off)
+        out.append((off, sid, data[off + 8:off + 8 + size]))
+        off += 8 + size
+    return data[:start], out
+
+
+def repack(src, dst, compression: int):
+    """Rewrite ``src`` with every packet re-compressed (0 none, 3 ZSTD); data table dropped."""
+    head, pkts = packets(src.read_bytes())
+    head = bytearray(head)
+    fb = A4._Flat(bytes(head[18:]), "x", 18, "IOHeader")
+    table, _ = fb.root(size_prefixed=False)
+    struct.pack_into("<i", head, 18 + fb.field(table, 0), compression)
+    struct.pack_into("<q", head, 18 + fb.field(table, 1), -1)
+    out = [bytes(head)]
+    for _, sid, body in pkts:
+        raw = lz4.frame.decompress(body)
+        new = raw if compression == 0 else zstandard.ZstdCompressor(level=3).compress(raw)
+        out.append(struct.pack("<ii", sid, len(new)) + new)
+    dst.write_bytes(b"".join(out))
+    return dst
+
+
+@pytest.mark.parametrize("rel", sorted(REAL))
+def test_real_files_match_aedat_and_dv_processing(shared, rel):
+    path = shared(rel)
+    n, size, skipped = REAL[rel]
+    assert detect_format(path) == "aedat4"
+    ev, info = read_recording(path, chunk_events=50_000)
+    assert len(ev) == n and tuple(info.sensor_size) == (*size, 2)
+    assert same(ev, ref_aedat(path)) and same(ev, ref_dv(path))
+    assert info.extra["compression"] == "LZ4" and info.extra["stream"] == 0
+    assert info.extra["skipped_packets"] == skipped
+
+
+def test_chunks_and_stream_selection(shared):
+    path = shared("recordings/faery-testdata/davis346.aedat4")
+    full, info = read_recording(path)
+    assert info.extra["camera"] == "DAVIS346_00000002" and info.extra["streams"] == {0: "EVTS", 1: "FRME", 2: "IMUS", 3: "TRIG"}
+    with open_recording(path, chunk_events=3000) as rec:
+        chunks = list(rec)
+    assert all(len(c) <= 3000 for c in chunks) and sum(map(len, chunks)) == len(full)
+    assert np.array_equal(np.concatenate(chunks), full)
+    assert np.array_equal(read_recording(path, stream="events")[0], full)
+    with pytest.raises(RecordingError, match="no event stream 2"):
+        read_recording(path, stream=2)
+
+
+@pytest.mark.parametrize("compression", [0, 3])
+def test_other_compressions(shared, tmp_path, compression):
+    src = shared("recordings/tonic-testdata/sample.aedat4")
+    dst = repack(src, tmp_path / f"c{compression}.aedat4", compression)
+    ev, info = read_recording(dst)
+    assert info.extra["compression"] == A4.COMPRESSIONS[compression]
+    assert np.array_equal(ev, read_recording(src)[0])
+    assert same(ev, ref_dv(dst))
+
+
+def test_writer_output_read_by_both_references(shared, tmp_path):
+    ev, info = read_recording(shared("recordings/aermanager-testdata/data_sample.aedat4"))
+    out = tmp_path / "w.aedat4"
+    with open_writer(out, info.sensor_size, extra={"source": "DVXplorer_copy", "ts_offset_us": 7}) as w:
+        w.write(ev[:100_000])
+        w.write(ev[100_000:])
+    back, binfo = read_recording(out)
+    assert np.array_equal(back, ev) and binfo.extra["camera"] == "DVXplorer_copy"
+    assert binfo.extra["ts_offset_us"] == 7
+    assert same(ev, ref_aedat(out)) and same(ev, ref_dv(out))
+    assert dv.io.MonoCameraRecording(str(out)).getEventResolution() == (320, 240)
+
+
+def test_writer_rejects_what_it_cannot_store(tmp_path):
+    with open_writer(tmp_path / "w.aedat4", (10, 10)) as w:
+        with pytest.raises(RecordingError, match="outside the 10x10"):
+            w.write(make_events([1], [10], [0], [1]))
+        w.write(make_events([5], [1], [1], [1]))
+        with pytest.raises(RecordingError, match="non-decreasing"):
+            w.write(make_events([4], [1], [1], [1]))
+
+
+def _file_with_events(tmp_path, name, structs: bytes, n: int, size=(10, 10)):
+    """A one-packet AEDAT 4 file whose EVTS vector holds raw ``structs`` (n x 16 bytes)."""
+    w = tmp_path / "base.aedat4"
+    with open_writer(w, size) as wr:
+        wr.write(make_events([1], [0], [0], [0]))
+    head, _ = packets(w.read_bytes())
+    fb = A4.build_table([(b"\0\0\0\0", 4)], b"EVTS", tail=b"\0\0\0\0" + struct.pack("<I", n) + structs,
+                        tail_refs=((0, 4),))
+    body = lz4.frame.compress(fb)
+    p = tmp_path / name
+    p.write_bytes(head + struct.pack("<ii", 0, len(body)) + body)
+    return p, len(head)
+
+
+def _err(path, **kw) -> RecordingError:
+    with pytest.raises(RecordingError) as e:
+        read_recording(path, format="aedat4", **kw)
+    assert str(path) in str(e.value)
+    return e.value
+
+
+def test_bad_events(tmp_path):
+    ev = lambda t, x, y, on: struct.pack("<qhhB3x", t, x, y, on)  # noqa: E731
+    p, off = _file_with_events(tmp_path, "coord.aedat4", ev(1, 3, 3, 1) + ev(2, 10, 3, 0), 2)
+    e = _err(p)
+    assert e.offset == off + 8 and "event 1 of the packet lies outside the 10x10" in str(e)
+    p, off = _file_with_events(tmp_path, "back.aedat4", ev(5, 3, 3, 1) + ev(4, 3, 3, 0), 2)
+    assert "back in time" in str(_err(p)) and _err(p).offset == off + 8
+    assert read_recording(p, strict_time=False)[0]["t"].tolist() == [5, 4]
+    p, _ = _file_with_events(tmp_path, "pol.aedat4", ev(5, 3, 3, 2), 1)
+    assert "polarity byte" in str(_err(p))
+    p, _ = _file_with_events(tmp_path, "short.aedat4", ev(5, 3, 3, 1), 2)  # vector claims 2 events
+    assert "runs past the end" in str(_err(p))
+
+
+def test_bad_files(shared, tmp_path):
+    data = shared("recordings/tonic-testdata/sample.aedat4").read_bytes()
+    head, pkts = packets(data)
+
+    def put(name, blob):
+        (tmp_path / name).write_bytes(blob)
+        return tmp_path / name
+
+    e = _err(put("magic.aedat4", b"#!AER-DAT3.1\r\n" + data[14:]))
+    assert e.offset == 0 and "magic" in str(e)
+    cut = pkts[3][0] + 100
+    e = _err(put("cut.aedat4", data[:cut]))
+    assert e.offset == pkts[3][0] and "truncated or corrupt" in str(e)
+    e = _err(put("hdr.aedat4", data[:14] + struct.pack("<I", 10**8) + data[18:]))
+    assert e.offset == 14 and "IOHeader size" in str(e)
+    e = _err(put("ident.aedat4", data[:22] + b"XXXX" + data[26:]))
+    assert e.offset == 22 and "IOHE" in str(e)
+    e = _err(put("xml.aedat4", data.replace(b"<dv version", b"<dv versi&n", 1)))
+    assert "not valid XML" in str(e)
+    e = _err(put("sid.aedat4", head + struct.pack("<ii", 9, 4) + b"abcd"))
+    assert e.offset == len(head) and "stream id 9" in str(e)
+    body = bytearray(pkts[0][2])
+    body[0:4] = b"\0\0\0\0"  # LZ4 frame magic gone
+    e = _err(put("lz4.aedat4", head + struct.pack("<ii", 0, len(body)) + bytes(body)))
+    assert e.offset == len(head) + 8 and "does not decompress as LZ4" in str(e)
+    body = bytearray(pkts[0][2])
+    body[20:40] = b"\xff" * 20  # decompresses (no checksum in DV's frames), to a broken flatbuffer
+    e = _err(put("fb.aedat4", head + struct.pack("<ii", 0, len(body)) + bytes(body)))
+    assert e.offset == len(head) + 8 and "corrupt event packet flatbuffer" in str(e)
+    h2 = bytearray(head)
+    fb = A4._Flat(bytes(h2[18:]), "x", 18, "IOHeader")
+    struct.pack_into("<i", h2, 18 + fb.field(fb.root(size_prefixed=False)[0], 0), 9)
+    e = _err(put("comp.aedat4", bytes(h2)))
+    assert "unknown compression type 9" in str(e)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_event_kernel_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 300))
+    t = np.sort(rng.integers(0, 2**50, n))
+    ev = make_events(t, rng.integers(0, 640, n), rng.integers(0, 480, n), rng.integers(0, 2, n))
+    buf = np.zeros(8 + 16 * n, np.uint8)
+    K.aedat4_encode(ev["t"], ev["x"], ev["y"], ev["p"], buf, 8)
+    i0 = int(rng.integers(0, n + 1))
+    out = make_events(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
+    rec = np.frombuffer(buf.tobytes(), A4.EVENT4_DTYPE, n, 8)
+    k, err, _, _ = K.aedat4_decode(rec["t"], rec["x"], rec["y"], rec["on"], i0, n, 640, 480, True,
+                                   np.iinfo(np.int64).min, out["t"], out["x"], out["y"], out["p"], 0)
+    assert err == 0 and k == n - i0
+    got = np.stack([out[f][:k].astype(np.int64) for f in "txyp"], 1)
+    assert np.array_equal(got, naive_aedat4_events(buf.tobytes(), 8, n)[i0:])
+
+
+@pytest.mark.parametrize("rel,n_packets", [("recordings/tonic-testdata/sample.aedat4", 6),
+                                           ("recordings/faery-testdata/davis346.aedat4", 12)])
+def test_fuzz_aedat4(shared, tmp_path, rel, n_packets):
+    data = shared(rel).read_bytes()
+    head, pkts = packets(data)
+    stop = pkts[n_packets][0]  # whole packets only: an unmutated head is a valid file
+    small = tmp_path / "head.aedat4"
+    small.write_bytes(data[:stop])
+    assert len(read_recording(small)[0]) > 0
+    counts = fuzz_reader(small, tmp_path, format=None, n_mutants=1000, head_bytes=None)
+    assert counts["ok"] + counts["error"] == 1000 and counts["ok"] > 20 and counts["error"] > 100
+
+
+def test_memory_is_bounded_by_chunk_and_block(tmp_path, shared):
+    import tracemalloc
+
+    ev, info = read_recording(shared("recordings/aermanager-testdata/data_sample.aedat4"))
+    big = tmp_path / "big.aedat4"
+    with open_writer(big, info.sensor_size) as w:
+        for k in range(4):  # 1.3 M events, ~12 MB uncompressed events
+            part = ev.copy()
+            part["t"] += k * 2_000_000
+            w.write(part)
+    tracemalloc.start()
+    n = 0
+    with open_recording(big, chunk_events=10_000) as rec:
+        for c in rec:
+            n += len(c)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == 4 * len(ev) and peak < 4 << 20  # 1 MiB read block (x2 while refilling) + one packet + chunks
