@@ -6,7 +6,8 @@ decoders on the same files in the same run.
 The process pins itself to one core (``os.sched_setaffinity``; numba/rayon threads = 1). Every
 repeat runs each decoder once in turn (interleaved, so machine load hits all of them alike);
 the table gives M events/s from the median wall time, and the ratio of ours to the fastest
-reference from median wall and median CPU time (CPU time is less disturbed by other load). ``ours`` = ``read_recording`` (whole file), ``ours stream`` = iterating
+reference from median wall and median CPU time (CPU time is less disturbed by other load).
+The order of the decoders rotates every repeat, so none always runs after the same one. ``ours`` = ``read_recording`` (whole file), ``ours stream`` = iterating
 ``open_recording`` chunks (1 Mi events). Peak memory: tracemalloc peak of one streaming decode
 (numpy buffers; the chunk is 14 MiB) and of one ``read_recording``.
 """
@@ -77,8 +78,10 @@ def bench_decode(repeats: int) -> list[str]:
             f()
         times = {k: [] for k in ds}
         cpu = {k: [] for k in ds}
-        for _ in range(repeats):
-            for k, f in ds.items():
+        names = list(ds)
+        for r in range(repeats):
+            for k in names[r % len(names):] + names[:r % len(names)]:  # rotate who runs first
+                f = ds[k]
                 t0, c0 = time.perf_counter(), time.process_time()
                 f()
                 times[k].append(time.perf_counter() - t0)

@@ -68,22 +68,43 @@ class Pacer:
     def restart(self) -> None:
         self._t0_us = None
 
+    def sleep_us(self, span_us: int) -> None:
+        """Sleep ``span_us`` of sensor time at this speed, in slices, unless stopping."""
+        if self.speed <= 0:
+            return
+        end_ns = time.monotonic_ns() + span_us * 1000.0 / self.speed
+        while not self.stopping():
+            left_s = (end_ns - time.monotonic_ns()) / 1e9
+            if left_s <= 0:
+                return
+            time.sleep(min(left_s, 0.05))
+
 
 # -- replay ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ReplayParams:
     path: str = param("", "recording file (any registered format), or the name of a bundled recording")
+    paths: tuple[str, ...] = param((), "a playlist instead of `path`: recordings played back to back on one clock")
+    gap_us: int = param(300_000, "playlist: silence between two recordings (µs of sensor time)", min=0, max=10**10)
     window_us: int = param(1000, "packet window in µs of sensor time", min=1, max=10**9)
     count: int | None = param(None, "if set, packets of this many events instead of time windows", min=1)
     speed: float = param(1.0, "1.0 = real time, 2.0 = twice as fast, 0 = as fast as possible", min=0.0)
     loop: bool = param(False, "start over at the end (a live-like endless stream)")
-    sensor_size: tuple[int, int, int] | None = param(None, "override the recording's (width, height, channels)")
+    sensor_size: tuple[int, int, int] | None = param(
+        None, "override the recording's (width, height, channels); also given to readers that take it (.bin/.bs2)")
+    format: str = param("", "reader format name; empty = detect from the file's header")
+
+
+ALIGN_US = 100_000
+"""Playlist items start on multiples of this, so fixed-size windows fall on each the same way."""
 
 
 @register
 class Replay(Source):
-    """Stream a recording as packets, paced on its timestamps (``spikeflow.drivers.replay``)."""
+    """Stream a recording (or a playlist of recordings) as packets, paced on their timestamps
+    (``spikeflow.drivers.replay``). A recording whose header carries a ``label`` (the bundled
+    gestures do) stamps its packets with ``data["truth"]`` for a downstream ``scoreboard``."""
 
     type_name = "replay"
     Params = ReplayParams
@@ -91,38 +112,90 @@ class Replay(Source):
 
     def __init__(self, name, params=None):
         super().__init__(name, params)
-        self.path = resolve_recording(self.params.path, f"nodes.{name}.params.path")
+        p = self.params
+        key = f"nodes.{name}.params"
+        if bool(p.path) == bool(p.paths):
+            raise ParamError(f"{key}.path", "give exactly one of `path` or `paths` "
+                                            "(to replace a playlist by one file, also set paths=[])")
+        if p.paths and p.loop:
+            raise ParamError(f"{key}.loop", "loop is for a single `path`; a playlist plays once")
+        names = [p.path] if p.path else list(p.paths)
+        self.files = [resolve_recording(x, f"{key}.{'path' if p.path else f'paths[{i}]'}") for i, x in enumerate(names)]
+        self.path = self.files[0]
         self.packets_out = self.events_out = 0
 
-    def setup(self, meta):
-        if self.params.sensor_size is not None:
-            size = SensorSize(*self.params.sensor_size)
-        else:
-            from spikeflow.drivers.recording import open_recording
+    def _reader_options(self) -> dict:
+        """``sensor_size`` goes to readers that accept it (formats without one in the file)."""
+        import inspect
 
-            with open_recording(self.path) as rec:
+        from spikeflow.drivers.recording import detect_format, get_format
+
+        if self.params.sensor_size is None:
+            return {}
+        fmt = get_format(self.params.format or detect_format(self.path))
+        accepts = "sensor_size" in inspect.signature(fmt.reader.__init__).parameters
+        return {"sensor_size": tuple(self.params.sensor_size)} if accepts else {}
+
+    def setup(self, meta):
+        from spikeflow.drivers.recording import open_recording
+
+        self.truths = []
+        for f in self.files:
+            with open_recording(f, format=self.params.format or None, **self._reader_options()) as rec:
                 size = rec.info.sensor_size
-        self.sensor_size = size
-        return {"events_out": PortMeta("events", size)}
+                extra = rec.info.extra
+            self.truths.append({"label": int(extra["label"]), "name": str(extra.get("name", extra["label"]))}
+                               if "label" in extra else None)
+        self.sensor_size = SensorSize(*self.params.sensor_size) if self.params.sensor_size is not None else size
+        return {"events_out": PortMeta("events", self.sensor_size)}
 
     def packets(self) -> Iterator[tuple[str, Packet]]:
         from spikeflow.drivers.replay import Replay as _Replay
 
         p = self.params
-        self._replay = _Replay(str(self.path), window_us=p.window_us, count=p.count, speed=p.speed, loop=p.loop,
-                               sensor_size=self.sensor_size, stream=f"{self.name}.events_out",
-                               stop=lambda: self.stopping)
-        for pkt in self._replay:
-            self.packets_out += 1
-            self.events_out += pkt.count
-            yield "events_out", pkt
+        offset_us, seq, end_us = 0, 0, 0
+        playlist = len(self.files) > 1 or bool(p.paths)
+        for k, (f, truth) in enumerate(zip(self.files, self.truths)):
+            self._replay = _Replay(str(f), window_us=p.window_us, count=p.count, speed=p.speed, loop=p.loop,
+                                   sensor_size=self.sensor_size, stream=f"{self.name}.events_out",
+                                   stop=lambda: self.stopping, format=p.format or None,
+                                   reader_options=self._reader_options())
+            onset_us = None
+            for pkt in self._replay:
+                if onset_us is None:  # a playlist places each recording at an aligned onset after the gap
+                    onset_us = -(-(end_us + (p.gap_us if k else 0)) // ALIGN_US) * ALIGN_US if playlist else pkt.t0_us
+                    offset_us = onset_us - pkt.t0_us
+                if playlist:
+                    pkt = _shifted(pkt, offset_us, seq)
+                    seq += 1
+                if truth is not None:
+                    pkt.data = {**pkt.data, "truth": {**truth, "onset_us": int(onset_us)}}
+                self.packets_out += 1
+                self.events_out += pkt.count
+                end_us = pkt.t1_us
+                yield "events_out", pkt
+            if self.stopping:
+                return
+            if playlist and k + 1 < len(self.files) and p.speed > 0:
+                Pacer(p.speed, lambda: self.stopping).sleep_us(p.gap_us)
 
     def stats(self):
-        out = {"path": str(self.path), "packets_out": self.packets_out, "events_out": self.events_out}
+        out = {"path": str(self.path), "files": len(self.files), "packets_out": self.packets_out,
+               "events_out": self.events_out}
         r = getattr(self, "_replay", None)
         if r is not None:
             out.update({k: v for k, v in r.stats().items() if k.startswith("late") or k == "passes"})
         return out
+
+
+def _shifted(pkt: Packet, offset_us: int, seq: int) -> Packet:
+    """``pkt`` moved by ``offset_us`` on the sensor clock (events copied) with a new ``seq``."""
+    ev = pkt.events.copy() if pkt.events is not None else None
+    if ev is not None:
+        ev["t"] += offset_us
+    return Packet(kind=pkt.kind, stream=pkt.stream, seq=seq, sensor_size=pkt.sensor_size,
+                  t0_us=pkt.t0_us + offset_us, t1_us=pkt.t1_us + offset_us, sent_ns=pkt.sent_ns, events=ev,
+                  data=dict(pkt.data))
 
 
 # -- simulate -------------------------------------------------------------------------------

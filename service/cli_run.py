@@ -1,6 +1,11 @@
-"""`spikeflow run [GRAPH.toml]`: run a graph to completion (or until Ctrl-C / SIGTERM), then
-print stream statistics. Without a graph it runs the embedded default graph, which replays a
-bundled recording through the noise filter.
+"""`spikeflow run [GRAPH.toml | MODEL.npz]`: run a graph to completion (or until Ctrl-C / SIGTERM),
+then print stream statistics.
+
+A model bundle (``spikeflow train``) runs its own graph with its learned state. Without an
+argument it runs the bundled gesture model: the 11 bundled test clips replayed in real time
+through noise filter → spiking layers → classifier, live predictions against the clips' labels,
+and a summary (accuracy, decision latency, throughput). ``--demo`` runs the plain demo graph
+(replay → noise filter → print/publish) instead.
 
 A single-worker graph runs in this process; a graph with several worker groups runs under a
 foreground daemon (worker processes, control socket, supervisor) that exits when the streams end.
@@ -13,7 +18,10 @@ import time
 
 
 def add_arguments(parser):
-    parser.add_argument("graph", nargs="?", help="graph TOML file (default: the embedded demo graph)")
+    parser.add_argument("graph", nargs="?",
+                        help="graph TOML file or model bundle .npz (default: the bundled gesture model)")
+    parser.add_argument("--model", help="load learned state from this model bundle or snapshot into the graph")
+    parser.add_argument("--demo", action="store_true", help="run the plain demo graph (no model)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a graph value, e.g. --set nodes.src.params.path=clip.raw (repeatable)")
     parser.add_argument("--speed", type=float, help="replay speed of every source (1 = real time, 0 = flat out)")
@@ -22,12 +30,26 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no statistics at the end")
 
 
+def resolve(args):
+    """``(graph source, overrides, state)``: a bundle brings its graph text, the overrides it
+    was trained with and its learned state; ``--model`` adds state to any graph."""
+    from spikeflow.service.graph import default_graph_path
+    from spikeflow.service.model import bundled_model_path, is_bundle, load_bundle
+
+    target = args.graph
+    if target is None and not getattr(args, "demo", False) and bundled_model_path().exists():
+        target = str(bundled_model_path())
+    if target is not None and is_bundle(target):
+        b = load_bundle(target)
+        return b.graph_text, [*(b.meta.get("overrides") or []), *args.overrides], target
+    return target or default_graph_path(), list(args.overrides), getattr(args, "model", None)
+
+
 def load(args):
     """The graph with --set and --speed applied (shared with `spikeflow serve`)."""
-    from spikeflow.service.graph import default_graph_path, load_graph
+    from spikeflow.service.graph import load_graph
 
-    source = args.graph or default_graph_path()
-    overrides = list(args.overrides)
+    source, overrides, _ = resolve(args)
     spec = load_graph(source, overrides=overrides, allow_remote=args.allow_remote)
     if getattr(args, "speed", None) is not None:
         for name, ns in spec.nodes.items():
@@ -58,12 +80,13 @@ def format_stats(spec, metrics: dict, wall_s: float) -> str:
 
 def run(args) -> int:
     spec = load(args)
+    state = resolve(args)[2]
     t0 = time.monotonic()
     if len(spec.workers) == 1:
         from spikeflow.service.metrics import summarize
         from spikeflow.service.runtime import run_inline
 
-        worker = run_inline(spec)
+        worker = run_inline(spec, state=state)
         m = worker.snapshot_metrics()
         nodes = {n: {**d, "worker": worker.worker} for n, d in m["nodes"].items()}
         metrics = summarize(nodes, {k: {v["side"]: v} for k, v in m["edges"].items()})
@@ -76,7 +99,8 @@ def run(args) -> int:
         from spikeflow.service.daemon import Daemon
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        daemon = Daemon(spec, run_dir=args.run_dir, exit_when_done=True, allow_remote=args.allow_remote)
+        daemon = Daemon(spec, run_dir=args.run_dir, exit_when_done=True, allow_remote=args.allow_remote,
+                        snapshot=state)
         code = daemon.run()
         metrics = daemon.final_metrics
     if not args.quiet:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def add_arguments(parser):
-    parser.add_argument("graph", nargs="?", help="graph TOML file (default: the embedded demo graph)")
+    parser.add_argument("graph", nargs="?", help="graph TOML file or model bundle .npz "
+                                                 "(default: the bundled gesture model)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a graph value (repeatable)")
     parser.add_argument("--speed", type=float, help="replay speed of every source")
@@ -27,7 +28,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from spikeflow.service.cli_run import load
+    from spikeflow.service.cli_run import load, resolve
     from spikeflow.service.control import default_run_dir
     from spikeflow.service.daemon import Daemon, detach
 
@@ -50,7 +51,7 @@ def run(args) -> int:
         h.setFormatter(fmt)
         root.addHandler(h)
     daemon = Daemon(spec, run_dir=run_dir, control=args.control, allow_remote=args.allow_remote,
-                    snapshot=args.snapshot, log_file=log_file)
+                    snapshot=args.snapshot or resolve(args)[2], log_file=log_file)
     return daemon.run()
 
 

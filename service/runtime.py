@@ -487,11 +487,15 @@ def jsonable(obj: Any) -> Any:
 
 # -- running a whole graph in this process ------------------------------------------------------
 
-def run_inline(spec: GraphSpec, *, install_signals: bool = True) -> Worker:
-    """Run a single-worker graph in this process until it ends or a signal asks it to stop."""
+def run_inline(spec: GraphSpec, *, install_signals: bool = True,
+               state: str | Path | dict[str, np.ndarray] | None = None) -> Worker:
+    """Run a single-worker graph in this process until it ends or a signal asks it to stop;
+    ``state`` (a snapshot or model bundle, or its arrays) is loaded into the nodes first."""
     if len(spec.workers) != 1:
         raise SpikeflowError(f"graph {spec.name!r} has {len(spec.workers)} workers; use the daemon to run it")
     worker = Worker(spec, next(iter(spec.workers)))
+    if state is not None:
+        worker.load_state(state)
     old = {}
     if install_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,7 @@ from spikeflow.drivers.images import leave_one_instance_out, load_eth80  # noqa:
 def test_eth80_events_held_out_objects_well_above_chance(shared):
     """Images → saccades → DVS simulator → event-count DoG → STDP network → SVM, tested on
     object instances never seen in training (2 folds, 4 views per instance, 40 STDP images).
-    Measured: MEASURED_ETH (seed 0); chance is 50%; asserted: >= 75% mean, >= 62% per fold."""
+    Measured (seed 0): 100% on both folds, 12.6 s CPU; chance is 50%; asserted: >= 75% mean, >= 62% per fold."""
     data = load_eth80(shared("images/eth80-cup-dog"), views_per_instance=4)
     folds = leave_one_instance_out(data, folds=2)
     for tr, te in folds:
@@ -40,12 +40,12 @@ def test_eth80_events_held_out_objects_well_above_chance(shared):
 
 def test_nmnist_train_test_above_threshold(shared):
     """Real N-MNIST: STDP on the first 200 training recordings (1 epoch per layer), SVM readout,
-    all 100 test recordings. Measured: see MEASURED; chance is 10%; asserted: >= 45%."""
+    all 100 test recordings. Measured (seed 0): 74%, 6.3 s CPU; chance is 10%; asserted: >= 55%."""
     root = shared("recordings/slayer-nmnist")
     res = nm.run(root, n_train=200, encoding="dog", cfg=NetConfig(epochs1=1, epochs2=1), seed=0,
                  readouts=("svm",), baselines=False, log=lambda *a: None)
     assert res["n_test"] == 100
-    assert res["stdp"]["svm"] >= 0.45, res["stdp"]
+    assert res["stdp"]["svm"] >= 0.55, res["stdp"]
 
 
 def _idx(arr: np.ndarray) -> bytes:
@@ -71,7 +71,7 @@ def _strokes(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 def test_mnist_static_command_on_generated_idx(tmp_path, capsys):
     """The documented command for users with MNIST on disk (``accuracy_nmnist.py --mnist DIR``)
     runs the static recipe end to end on IDX files generated here (no MNIST is shipped or
-    downloadable). Measured: MEASURED_MNIST on the stroke task; asserted: >= 80% (chance 50%)."""
+    downloadable). Measured (seed 0): 100% on the stroke task; asserted: >= 80% (chance 50%)."""
     rng = np.random.default_rng(0)
     for split, prefix, n in (("train", "train", 40), ("test", "t10k", 20)):
         x, y = _strokes(n, rng)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 import naive_filters as naive
 from spikeflow import recordings
@@ -29,12 +27,29 @@ def stat(text: str, label: str) -> int:
     return int(m.group(1).replace(",", ""))
 
 
-def test_run_without_arguments_runs_the_default_graph():
-    """No graph: the embedded default replays a bundled recording through the noise filter and
-    prints statistics whose counts match the recording and the filter."""
+def test_run_without_arguments_runs_the_bundled_gesture_model():
+    """No argument: the bundled model replays the 11 bundled test clips through its trained
+    spiking graph, prints live predictions against the clips' labels and a summary."""
     from spikeflow.service.runtime import free_tcp_port
 
     r = spikeflow("run", "--speed", "0", "--set", f"nodes.out.params.endpoint=tcp://127.0.0.1:{free_tcp_port()}")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"\[score\] t= +[\d.]+ s  \w+ +conf [\d.]+  truth: hand_clapping", r.stdout)
+    m = re.search(r"summary: 11 labeled recordings, accuracy ([\d.]+) %", r.stdout)
+    assert m, r.stdout[-2000:]
+    assert float(m.group(1)) >= 60.0  # 90.9 % measured (10/11); chance is 9 %
+    out = r.stdout + r.stderr
+    assert stat(out, "events in") > 100_000  # 11 clips
+    assert re.search(r"^cls +classifier +main ", out, re.M)
+
+
+def test_run_demo_runs_the_plain_default_graph():
+    """--demo: the embedded default replays a bundled recording through the noise filter and
+    prints statistics whose counts match the recording and the filter."""
+    from spikeflow.service.runtime import free_tcp_port
+
+    r = spikeflow("run", "--demo", "--speed", "0", "--set",
+                  f"nodes.out.params.endpoint=tcp://127.0.0.1:{free_tcp_port()}")
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     ev, info = read_recording(recordings.path("gesture_04_right_arm_clockwise_s0.sfe"))
@@ -142,8 +157,11 @@ def test_run_reports_graph_errors_with_the_key(tmp_path):
     r = spikeflow("run", str(g))
     assert r.returncode == 2
     assert "spikeflow run: error: nodes.a.params.speed: must be >= 0.0, got -1" in r.stderr
-    r = spikeflow("run", "--set", "nodes.src.params.path=/nonexistent.raw")
+    r = spikeflow("run", "--demo", "--set", "nodes.src.params.path=/nonexistent.raw")
     assert r.returncode == 2 and "nodes.src.params.path" in r.stderr and "/nonexistent.raw" in r.stderr
+    # the bundled gesture model plays a playlist: setting `path` as well is ambiguous
+    r = spikeflow("run", "--set", "nodes.src.params.path=clip.sfe")
+    assert r.returncode == 2 and "nodes.src.params.path: give exactly one of `path` or `paths`" in r.stderr
 
 
 def test_nodes_lists_types_with_parameters():

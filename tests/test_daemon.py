@@ -169,8 +169,12 @@ def test_sigterm_during_recording_leaves_a_complete_file(daemons, tmp_path, nmni
     """SIGTERM mid-recording: sources stop, in-flight packets drain, the file is closed, exit 0.
     The file is readable and is exactly a prefix of the filtered stream."""
     out = tmp_path / "rec.sfe"
-    d = daemons(pipeline(nmnist, speed=0.25, loop=False, sink=record_sink(out), sink_worker="io"), tmp_path, "rec")
+    d = daemons(pipeline(nmnist, speed=0.25, loop=False, sink=record_sink(out), sink_worker="io",
+                         extra_graph="checkpoint_s = 0.3"), tmp_path, "rec")
     d.wait_metrics(lambda m: n(m, "rec", "packets_in") >= 50, what="recording under way")
+    # periodic checkpoints (checkpoint_s) land atomically in the run dir and become the restart point
+    st = d.wait_status(lambda s: s["last_snapshot"] == str(d.run_dir / "rec-checkpoint.npz"), what="checkpoint")
+    assert read_snapshot(st["last_snapshot"])["denoise/last_t_us"].shape == (34, 34)
     assert d.terminate(signal.SIGTERM) == 0
     got, info = read_recording(out)
     ev, src_info = read_recording(nmnist)

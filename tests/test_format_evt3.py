@@ -195,6 +195,18 @@ def test_kernel_resumes_like_naive_twin_on_random_streams(seed, cap, policy):
     assert K.evt3_decode(words, 0, small, 0, K.new_state(8, 8, 0))[2] == K.ERR_SMALL_OUT
 
 
+def test_dense_vectors_outgrow_the_first_output_guess(tmp_path):
+    """12 events per 2 words: read_recording's output (sized by the word count) must grow."""
+    words = [0x8000 | 5]
+    for row in range(40):
+        words += [0x6000 | row, row, 0x3000 | (row % 2) << 11 | 4, 0x4FFF, 0x4FFF, 0x5FFF & 0x50FF]
+    path = evt3_file(tmp_path / "dense.raw", words)
+    ev, _ = read_recording(path)
+    assert len(ev) == 40 * 32 and len(ev) > len(words)
+    assert_same(ev, decode_evt3(np.array(words, np.uint16)))
+    assert ev["x"][:32].tolist() == list(range(4, 36))
+
+
 # -- time wraps (synthetic) --------------------------------------------------------------------
 
 def test_24bit_time_wrap_adds_2_pow_24(tmp_path):

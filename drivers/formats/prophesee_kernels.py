@@ -41,7 +41,7 @@ ST_LOOPS = 2       # timestamp wraps seen so far
 ST_BASE = 3        # unwrapped time base in µs (EVT3: loops*2^24 + high<<12; EVT2: loops*2^34 + high<<6)
 ST_CUR = 4         # current raw ("spec") time in µs
 ST_MAX = 5         # running maximum of the emitted events' times in µs
-ST_BEHIND = 6      # unused (kept for layout stability)
+# index 6 is unused
 ST_Y = 7           # EVT3 current row
 ST_BASE_X = 8      # EVT3 vector base x
 ST_POL = 9         # EVT3 vector polarity

@@ -22,6 +22,7 @@ from .prophesee_header import PropheseeHeader, read_header, sensor_size_from_hea
 TIME_POLICIES = {"monotonic": K.POLICY_MONOTONIC, "spec": K.POLICY_SPEC, "strict": K.POLICY_STRICT}
 MIN_READ_BYTES = 1 << 16
 MAX_READ_BYTES = 1 << 24
+WHOLE_READ_BYTES = 1 << 20  # read size of read_all
 
 
 class PropheseeReader(Reader):
@@ -108,79 +109,79 @@ class PropheseeReader(Reader):
     def _type_error(self, typ: int) -> str:
         return f"unknown word type 0x{typ:X}"
 
-    def _chunks(self) -> Iterator[np.ndarray]:
+    def _blocks(self, read_bytes: int) -> Iterator[tuple[np.ndarray, int]]:
+        """``(words, first unit index)`` per file read, in one reused buffer (cache-resident);
+        a partial word is carried to the next read; trailing bytes at the end are an error."""
+        ub = self.unit_bytes
+        buf = np.empty(read_bytes + ub, np.uint8)
+        units_before = 0      # units in earlier reads
+        carry = 0             # bytes of a partial unit kept at the start of buf
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start)
+            while True:
+                got = f.readinto(memoryview(buf)[carry:carry + read_bytes])
+                if got == 0:
+                    if carry:
+                        raise RecordingError(self.path, f"truncated data: {carry} trailing byte(s) do not form "
+                                                        f"a whole {ub}-byte word",
+                                             self._data_start + units_before * ub)
+                    return
+                total = carry + got
+                whole = total // ub * ub
+                yield buf[:whole].view(self.word_dtype), units_before
+                units_before += whole // ub
+                carry = total - whole
+                if carry:
+                    buf[:carry] = buf[whole:total]
+
+    def _new_state(self) -> np.ndarray:
         ss = self.info.sensor_size
-        self._state = st = K.new_state(ss.width, ss.height, TIME_POLICIES[self.time_policy], self._version)
+        self._state = K.new_state(ss.width, ss.height, TIME_POLICIES[self.time_policy], self._version)
+        return self._state
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        st = self._new_state()
         cap = max(self.chunk_events, 2 * K.MIN_OUT_EVENTS)
         ub = self.unit_bytes
         if self._read_bytes is None:
             read_bytes = min(max(self.chunk_events * ub, MIN_READ_BYTES), MAX_READ_BYTES) // ub * ub
         else:
             read_bytes = max(int(self._read_bytes) // ub, 1) * ub
-        buf = np.empty(read_bytes + ub, np.uint8)
         kernel = self.kernel
         out = np.empty(cap, EVENT_DTYPE)
         n = 0
-        units_before = 0      # units decoded from earlier buffers
-        carry = 0             # bytes of a partial unit kept at the start of buf
-        with open(self.path, "rb") as f:
-            f.seek(self._data_start)
+        for words, unit0 in self._blocks(read_bytes):
+            pos = 0
             while True:
-                got = f.readinto(memoryview(buf)[carry:carry + read_bytes])
-                total = carry + got
-                whole = total // ub * ub
-                if got == 0:
-                    if carry:
-                        raise RecordingError(self.path, f"truncated data: {carry} trailing byte(s) do not form "
-                                                        f"a whole {ub}-byte word",
-                                             self._data_start + units_before * ub)
+                pos, n, status = kernel(words, pos, out, n, st)
+                if status < 0:
+                    raise self._error(status, unit0 + pos)
+                if status != K.STATUS_FULL:
                     break
-                words = buf[:whole].view(self.word_dtype)
-                nunits = whole // ub
-                pos = 0
-                while True:
-                    pos, n, status = kernel(words, pos, out, n, st)
-                    if status < 0:
-                        raise self._error(status, units_before + pos)
-                    if status == K.STATUS_FULL:
-                        yield from self._split(out, n)
-                        out = np.empty(cap, EVENT_DTYPE)
-                        n = 0
-                        continue
-                    break
-                units_before += nunits
-                carry = total - whole
-                if carry:
-                    buf[:carry] = buf[whole:total]
+                yield from self._split(out, n)
+                out = np.empty(cap, EVENT_DTYPE)
+                n = 0
         if n:
             yield from self._split(out, n)
 
     def read_all(self) -> np.ndarray:
-        """Every event as one array: one kernel pass over the memory-mapped file (no chunking)."""
-        ss = self.info.sensor_size
-        self._state = st = K.new_state(ss.width, ss.height, TIME_POLICIES[self.time_policy], self._version)
+        """Every event as one array, decoded into one output (1 MiB reads: the input stays in cache)."""
+        st = self._new_state()
         ub = self.unit_bytes
-        nbytes = max(self._size - self._data_start, 0)
-        whole = nbytes // ub * ub
-        out = np.empty(self._capacity_hint(whole // ub) + 16, EVENT_DTYPE)
+        nunits = max(self._size - self._data_start, 0) // ub
+        out = np.empty(self._capacity_hint(nunits) + 2 * K.MIN_OUT_EVENTS, EVENT_DTYPE)
         n = 0
-        if whole:
-            data = np.memmap(self.path, np.uint8, "r", offset=self._data_start, shape=(whole,))
-            words = data.view(self.word_dtype)
+        for words, unit0 in self._blocks(WHOLE_READ_BYTES // ub * ub):
             pos = 0
             while True:
                 pos, n, status = self.kernel(words, pos, out, n, st)
                 if status < 0:
-                    raise self._error(status, pos)
+                    raise self._error(status, unit0 + pos)
                 if status != K.STATUS_FULL:
                     break
                 bigger = np.empty(2 * len(out), EVENT_DTYPE)
-                bigger[:n] = out[:n]
+                bigger[:n].view(np.uint8)[:] = out[:n].view(np.uint8)  # raw bytes: a structured copy is slow
                 out = bigger
-            del words, data
-        if nbytes != whole:
-            raise RecordingError(self.path, f"truncated data: {nbytes - whole} trailing byte(s) do not form "
-                                            f"a whole {ub}-byte word", self._data_start + whole)
         return out[:n]
 
     def _capacity_hint(self, n_units: int) -> int:
