@@ -143,17 +143,19 @@ def section(variant, data, folds, res, readouts, args, cmd, t_run, extra) -> str
            "each image → three saccades of ≤3 px over 300 ms (`saccade_frames`, 1 kHz) → ideal DVS "
            "(`simulate`, default `PixelParams`, 72×72) → event-count map → DoG on/off → latency (30 steps)"
            + extra)
+    subset = "" if args.views is None else (f"; {args.views} of the 41 views per instance, evenly spaced over the sorted "
+                                            f"(elevation, azimuth) list, to keep 10 folds within minutes on the shared machine")
     rows = "\n".join(f"| {name} | {pct_pm(res['stdp'][name])} | {pct_pm(res['random'][name])} | "
                      f"{' '.join(f'{100 * a:.0f}' for a in res['stdp'][name])} |" for name in readouts)
     return f"""{title}
 
 Command: `.venv/bin/python bench/accuracy_eth80.py --variant {variant} --folds {args.folds} --stdp-samples {args.stdp_samples}{'' if args.views is None else f' --views {args.views}'} --seed {args.seed} --write-docs` ({t_run}).
 
-Data: the real ETH-80 subset in `../shared/images/eth80-cup-dog` ({len(data)} images: {n_inst} instances × {len(data) // n_inst} views, 2 classes).
+Data: the real ETH-80 subset in `../shared/images/eth80-cup-dog` ({len(data)} images: {n_inst} instances × {len(data) // n_inst} views, 2 classes{subset}).
 Protocol: leave-one-object-out, {len(folds)} folds; fold k trains on 9 instances per class and tests on the k-th
 instance of each class ({len(folds[0][1])} views), STDP sees only the training instances (at most {args.stdp_samples} images per layer).
 Encoding: {how}. Network: conv1 {ETH_NET.conv1} maps 5×5 θ={ETH_NET.threshold1:g} → pool 2 → conv2 {ETH_NET.conv2} maps 5×5
-θ={ETH_NET.threshold2:g} → pool 2; features: pool2 {args.feature} on a {FEATURES[args.feature][1][0]}×{FEATURES[args.feature][1][1]} grid.
+θ={ETH_NET.threshold2:g} → pool 2; features: {args.feature} on a {FEATURES[args.feature][1][0]}×{FEATURES[args.feature][1][1]} grid.
 Mean ± std over folds; chance = 50%.
 
 | readout | STDP-trained | random weights (no STDP) | per-fold STDP accuracy (%) |

@@ -367,7 +367,17 @@ def render(rows, lat_rows, args, mean_events, n_lat) -> str:
               f"({'met' if ipc1 >= 50 else 'not met'}).",
               "- p99 hop latency < 1 ms for 1 ms DVS128 packets (1 hop): "
               + ", ".join(f"{k} {v:,.0f} µs" for k, v in p99_1.items())
-              + f" ({'met' if all(v < 1000 for v in p99_1.values()) else 'not met everywhere'})."]
+              + f" ({'met' if all(v < 1000 for v in p99_1.values()) else 'not met everywhere'}).",
+              "",
+              "Reading it: our per-message cost is fixed Python work (msgpack header with explicit "
+              "limits, field checks, Packet construction, seq/credit bookkeeping: about 20–40 µs per "
+              "message on this loaded machine, several times less idle), while the payload itself is "
+              "never copied by us (zero-copy send and `np.frombuffer` receive). So the ratio to raw "
+              "pyzmq, which does none of that work, is lowest for 1k-event packets and on inproc, "
+              "where raw pyzmq only passes pointers, and approaches 1 where bytes dominate (ipc/tcp, "
+              "10k–100k events). The relay of a 2-hop chain decodes and re-encodes, as a worker does. "
+              "Latency tails (p99) on this machine are scheduler preemptions at a load average of "
+              "about 8 on 2 cores; they vary by several ms between runs for both columns."]
     return "\n".join(lines) + "\n"
 
 

@@ -254,7 +254,7 @@ class _WindowEncoder(Node):
                 self.counters["empty_windows"] += 1
                 continue
             times = self._encode(ev, ws)
-            spikes = events_from_times(times, ws, self._step_us)
+            spikes = events_from_times(times, ws, self._step_us, self.params.time_steps)
             c, h, w = times.shape
             out.append(Packet(kind="spikes", stream=f"{self.name}.spikes_out", seq=self._seq,
                               sensor_size=SensorSize(w, h, c), t0_us=ws, t1_us=ws + self.params.window_us,

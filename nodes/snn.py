@@ -98,24 +98,31 @@ def _like_input(x: np.ndarray, t: np.ndarray, time_steps: int) -> np.ndarray:
 
 
 def times_from_packet(events: np.ndarray, shape: tuple[int, int, int], t_start_us: int, step_us: int,
-                      time_steps: int) -> np.ndarray:
-    """Spike events (p = channel) of one sample -> int32 (C, H, W) map of first-spike steps."""
+                      time_steps: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Spike events (p = channel) of one sample -> int32 (C, H, W) map of first-spike steps
+    (written into ``out`` when given, e.g. a buffer a node reuses for every sample)."""
     step = (events["t"] - t_start_us) // step_us
-    return sk.times_from_events(events["p"].astype(np.int64), events["y"].astype(np.int64),
-                                events["x"].astype(np.int64), step.astype(np.int64), shape[0], shape[1],
-                                shape[2], time_steps)
+    if out is None or out.shape != tuple(shape):
+        out = np.empty(shape, dtype=np.int32)
+    return sk.times_from_events_into(out, events["p"].astype(np.int64), events["y"].astype(np.int64),
+                                     events["x"].astype(np.int64), step.astype(np.int64), time_steps)
 
 
-def events_from_times(t: np.ndarray, t_start_us: int, step_us: int) -> np.ndarray:
-    """int32 (C, H, W) spike-time map -> spike events sorted by time (p = feature map)."""
-    c, y, x = np.nonzero(t != NO_SPIKE)
-    steps = t[c, y, x].astype(np.int64)
-    order = np.argsort(steps, kind="stable")
-    ev = np.empty(len(c), EVENT_DTYPE)
-    ev["t"] = t_start_us + steps[order] * step_us
-    ev["x"] = x[order]
-    ev["y"] = y[order]
-    ev["p"] = c[order]
+def events_from_times(t: np.ndarray, t_start_us: int, step_us: int, time_steps: int | None = None) -> np.ndarray:
+    """int32 (C, H, W) spike-time map -> spike events sorted by time (p = feature map); one scan
+    of the map (a counting sort by step), no dense index arrays."""
+    if time_steps is None:
+        spiking = t != NO_SPIKE
+        time_steps = int(t[spiking].max()) + 1 if spiking.any() else 1
+    order, starts = sk.spikes_by_step(np.ascontiguousarray(t, dtype=np.int32), int(time_steps))
+    _, h, w = t.shape
+    c, rem = np.divmod(order, h * w)
+    y, x = np.divmod(rem, w)
+    ev = np.empty(len(order), EVENT_DTYPE)
+    ev["t"] = t_start_us + np.repeat(np.arange(time_steps, dtype=np.int64), np.diff(starts)) * step_us
+    ev["x"] = x
+    ev["y"] = y
+    ev["p"] = c
     return ev
 
 
@@ -557,7 +564,7 @@ class _SpikingNode(Node):
     layer: Any
 
     def _emit(self, packet: Packet, t_out: np.ndarray, T: int, step: int, t0: int, extra=None) -> dict:
-        ev = events_from_times(t_out, t0, step)
+        ev = events_from_times(t_out, t0, step, T)
         c, h, w = t_out.shape
         out = Packet(kind="spikes", stream=f"{self.name}.spikes_out", seq=self._seq, sensor_size=SensorSize(w, h, c),
                      t0_us=packet.t0_us, t1_us=packet.t1_us, sent_ns=packet.sent_ns, events=ev,
@@ -568,7 +575,8 @@ class _SpikingNode(Node):
     def _input_times(self, packet: Packet):
         T, step, t0 = _sample_timing(packet, self.params.time_steps, self.params.step_us)
         ev = packet.events if packet.events is not None else np.zeros(0, EVENT_DTYPE)
-        return times_from_packet(ev, self._in_shape, t0, step, T), T, step, t0
+        self._in_buf = times_from_packet(ev, self._in_shape, t0, step, T, getattr(self, "_in_buf", None))
+        return self._in_buf, T, step, t0
 
     def describe(self) -> dict[str, Any]:
         d = self.layer.describe()

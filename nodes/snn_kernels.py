@@ -29,10 +29,12 @@ NO_SPIKE = 2147483647
 
 
 @njit(cache=True)
-def times_from_events(c, y, x, step, n_channels, height, width, time_steps):
-    """First spike step per (channel, y, x) from parallel arrays; steps outside [0, T) and
-    coordinates outside the map are ignored. Returns an int32 (C, H, W) spike-time map."""
-    out = np.full((n_channels, height, width), NO_SPIKE, dtype=np.int32)
+def times_from_events_into(out, c, y, x, step, time_steps):
+    """Fill ``out`` (C, H, W) int32 with the first spike step per (channel, y, x) from parallel
+    arrays (NO_SPIKE elsewhere); steps outside [0, T) and coordinates outside the map are
+    ignored. Reusing ``out`` across samples avoids fresh pages for every window."""
+    n_channels, height, width = out.shape
+    out[:] = NO_SPIKE
     for i in range(c.shape[0]):
         ci = c[i]
         yi = y[i]
@@ -45,6 +47,13 @@ def times_from_events(c, y, x, step, n_channels, height, width, time_steps):
         if s < out[ci, yi, xi]:
             out[ci, yi, xi] = s
     return out
+
+
+@njit(cache=True)
+def times_from_events(c, y, x, step, n_channels, height, width, time_steps):
+    """:func:`times_from_events_into` on a new (C, H, W) map."""
+    out = np.empty((n_channels, height, width), dtype=np.int32)
+    return times_from_events_into(out, c, y, x, step, time_steps)
 
 
 @njit(cache=True)

@@ -210,8 +210,15 @@ def _buffer(frame, index: int) -> memoryview | bytes:
     """The frame's bytes without copying (a zmq.Frame's own buffer)."""
     if isinstance(frame, zmq.Frame):
         return frame.buffer
-    if isinstance(frame, (bytes, bytearray, memoryview)):
+    if isinstance(frame, (bytes, bytearray)):
         return frame
+    if isinstance(frame, memoryview):
+        if frame.format == "B" and frame.ndim == 1:
+            return frame
+        try:
+            return frame.cast("B")
+        except TypeError:
+            raise ProtocolRejected("field", index, None, "frame is a non-contiguous buffer") from None
     raise ProtocolRejected("field", index, None, f"frame of type {type(frame).__name__} is not bytes")
 
 

@@ -433,3 +433,10 @@ def test_fuzz_whole_file_path(shared, tmp_path):
         except RecordingError:
             outcomes["error"] += 1
     assert outcomes["ok"] >= 5 and outcomes["error"] >= 20
+
+
+def test_sniffing_by_format_line_alone(tmp_path):
+    v3 = evt3_file(tmp_path / "a.bin", [0x8000, 0x0001, 0x2002], lines=("format EVT3;height=4;width=4",))
+    v2 = evt3_file(tmp_path / "b.bin", [0x8000, 0x8000], lines=("format EVT2;height=4;width=4",))
+    assert detect_format(v3) == "evt3" and detect_format(v2) == "evt2"  # not from the extension
+    assert read_recording(v3)[0].tolist() == [(0, 2, 1, 0)]

@@ -96,6 +96,15 @@ def test_encode_refuses_what_v1_cannot_carry():
         encode(Packet("heartbeat", "s"), topic=b"x" * 5000)
 
 
+def test_decode_accepts_any_byte_buffer():
+    frames = encode(Packet("events", "s", 1, SensorSize(4, 4, 2), 0, 10, 0, make_events([1], [2], [3], [1])))
+    payload = np.frombuffer(bytes(frames[2]), dtype="<i2")          # a memoryview of 7 int16 items
+    _, q = decode([bytearray(frames[0]), memoryview(bytes(frames[1])), memoryview(payload)])
+    assert q.events.tolist() == [(1, 2, 3, 1)]
+    with pytest.raises(ProtocolRejected, match="frame 2: frame is a non-contiguous"):
+        decode([frames[0], frames[1], memoryview(np.zeros(28, np.uint8))[::2]])
+
+
 def test_non_contiguous_events_are_sent_correctly():
     ev = make_events(np.arange(10), np.arange(10), np.arange(10), np.ones(10))
     _, q = decode(encode(Packet("events", "s", events=ev[::3])))
