@@ -52,14 +52,16 @@ def image_events(image: np.ndarray, seed: int, duration_us: int = 300_000, ampli
     return ev, (frames.shape[2], frames.shape[1], 2)
 
 
-def encode_variant(images: np.ndarray, variant: str, seed: int, time_steps: int = 30, encoding: str = "dog"):
-    """Images -> list of (times, T), and the input (C, H, W) of the network."""
+def encode_variant(images: np.ndarray, variant: str, seed: int, time_steps: int = 30, encoding: str = "dog",
+                   duration_us: int = 300_000):
+    """Images -> list of (times, T), and the input (C, H, W) of the network (``duration_us``:
+    length of the three saccades of the events variant; shorter = fewer frames to simulate)."""
     if variant == "static":
         enc = encode_images(images, time_steps)
         return enc, (2, images.shape[1], images.shape[2])
     enc, shape, n_events = [], None, []
     for i, img in enumerate(images):
-        ev, ss = image_events(img, seed=seed * 100_003 + i)
+        ev, ss = image_events(img, seed=seed * 100_003 + i, duration_us=duration_us)
         n_events.append(len(ev))
         enc.append(encode_events(ev, ss, encoding, time_steps))
         shape = (encoded_channels(encoding), ss[1], ss[0])

@@ -22,13 +22,10 @@ import numpy as np
 
 from spikeflow.service.errors import ParamError
 
+from .gesture_labels import GESTURE_CLASSES as _LABEL_NAMES
 from .simulator import PixelParams, simulate
 
-GESTURE_CLASSES = (
-    "hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
-    "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
-    "arm_roll", "air_drums", "air_guitar", "other",
-)
+GESTURE_CLASSES = tuple(_LABEL_NAMES[k] for k in sorted(_LABEL_NAMES))
 """Index = class id − 1 (DvsGesture ``gesture_mapping.csv``)."""
 
 GESTURE_PIXEL = PixelParams(contrast_on=0.25, contrast_off=0.25, threshold_sigma=0.04, refractory_us=300,

@@ -339,9 +339,8 @@ class EdgeReceiver:
                         return None
                 continue
             self._consumed += 1
-            if (self._consumed - self._acked >= self.ack_every
-                    or not self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN):
-                self._ack()  # batched while busy, at once when caught up
+            if self._consumed - self._acked >= self.ack_every:
+                self._ack()  # batched while busy; the rest before the next wait or on close
             try:
                 _, packet = decode(frames)
             except ProtocolRejected as e:
@@ -358,8 +357,10 @@ class EdgeReceiver:
                 "queue_depth": None}  # ZeroMQ does not expose its queue length
 
     def close(self) -> None:
+        """Return the last credits (so a draining sender need not time out), then close."""
         if not self._sock.closed:
-            self._sock.close(0)
+            self._ack()
+            self._sock.close(linger=100)
 
     def __enter__(self):
         return self

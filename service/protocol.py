@@ -213,7 +213,7 @@ def _buffer(frame, index: int) -> memoryview | bytes:
     if isinstance(frame, (bytes, bytearray)):
         return frame
     if isinstance(frame, memoryview):
-        if frame.format == "B" and frame.ndim == 1:
+        if frame.format == "B" and frame.ndim == 1 and frame.c_contiguous:
             return frame
         try:
             return frame.cast("B")

@@ -235,19 +235,22 @@ class Publish(Node):
                 if not self._subs[topic]:
                     del self._subs[topic]
 
-    def _send_heartbeat_locked(self, eos: bool = False) -> None:
+    def _send_heartbeat_locked(self, eos: bool = False) -> list[bytes]:
+        """Heartbeat every subscribed topic; returns the topics whose queue was full."""
         self._read_subscriptions()
         data: dict[str, Any] = {"interval_ms": self.params.heartbeat_ms, "streams": dict(self._last_seq)}
         if eos:
             data["eos"] = True
         pkt = Packet("heartbeat", f"{self.name}.heartbeat", self._hb_seq, sent_ns=now_ns(), data=data)
         self._hb_seq += 1
+        full = []
         for topic in list(self._subs):
             try:
                 self._sock.send_multipart(encode(pkt, topic=topic), flags=zmq.NOBLOCK)
                 self.heartbeats += 1
             except zmq.Again:
-                pass  # that subscriber's queue is full: data is ahead of the heartbeat anyway
+                full.append(topic)  # that queue is full: data is ahead of the heartbeat anyway
+        return full
 
     def _heartbeat_loop(self) -> None:
         period_s = self.params.heartbeat_ms / 1000.0
@@ -304,11 +307,33 @@ class Publish(Node):
         return {}
 
     def flush(self) -> dict[str, list[Packet]]:
-        """End of stream: a heartbeat flagged ``eos`` tells subscribers nothing more is coming."""
-        if self._sock is not None:
+        """End of stream: a heartbeat flagged ``eos`` tells subscribers nothing more is coming.
+
+        It waits (up to ``linger_ms``, stop-aware) for room in full subscriber queues: an
+        end-of-stream lost to a slow subscriber would leave it waiting forever.
+        """
+        if self._sock is None:
+            return {}
+        deadline = time.monotonic() + self.params.linger_ms / 1e3
+        data = {"interval_ms": self.params.heartbeat_ms, "streams": dict(self._last_seq), "eos": True}
+        pending = None
+        while True:
             with self._lock:
-                self._send_heartbeat_locked(eos=True)
-        return {}
+                if pending is None:
+                    pending = self._send_heartbeat_locked(eos=True)
+                else:
+                    pkt = Packet("heartbeat", f"{self.name}.heartbeat", self._hb_seq, sent_ns=now_ns(), data=data)
+                    self._hb_seq += 1
+                    still = []
+                    for topic in pending:
+                        try:
+                            self._sock.send_multipart(encode(pkt, topic=topic), flags=zmq.NOBLOCK)
+                            self.heartbeats += 1
+                        except zmq.Again:
+                            still.append(topic)
+                    pending = still
+            if not pending or time.monotonic() > deadline or self._stop.wait(0.002):
+                return {}
 
     def stats(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "policy": self.params.policy, "sent": self.sent,

@@ -45,7 +45,7 @@ def test_class_names_are_dvsgesture_mapping():
     assert GESTURE_CLASSES == (
         "hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
         "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise",
-        "arm_roll", "air_drums", "air_guitar", "other")
+        "arm_roll", "air_drums", "air_guitar", "other_gestures")
 
 
 @pytest.mark.parametrize("class_id", range(1, 11))
