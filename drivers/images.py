@@ -54,9 +54,11 @@ class ImageSet:
 
 def read_gray(path) -> np.ndarray:
     """One image file -> (H, W) float64 gray in [0, 1] (RGB averaged with Rec. 601 weights)."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # Pillow comes with matplotlib (the plot/test extras)
+        raise ImageDatasetError(f"{path}: reading images needs Pillow (pip install pillow)") from None
     try:
         with Image.open(path) as im:
             im.load()

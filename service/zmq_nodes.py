@@ -24,7 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 import zmq
 
-from spikeflow.nodes.base import PortMeta, Source, Node, param
+from spikeflow.nodes.base import Node, PortMeta, Source, param
+from spikeflow.service.errors import ParamError
 from spikeflow.service.events import SensorSize
 from spikeflow.service.packet import Packet, now_ns
 from spikeflow.service.protocol import (RejectCounter, SeqTracker, encode, receiving_socket_options,
@@ -77,8 +78,8 @@ class ZmqInput(Source):
     def __init__(self, name: str, params: ZmqInputParams | None = None):
         super().__init__(name, params)
         self.size = SensorSize(*self.params.sensor_size)
-        if self.size.width <= 0 or self.size.height <= 0:
-            raise ValueError(f"nodes.{name}.params.sensor_size must be positive, got {self.params.sensor_size}")
+        if min(self.size) <= 0:
+            raise ParamError(f"nodes.{name}.params.sensor_size", f"must be positive, got {list(self.params.sensor_size)}")
         self.rejects = RejectCounter()
         self.seqs = SeqTracker()
         self.received = 0

@@ -13,8 +13,19 @@ import pytest
 from spikeflow import recordings
 from spikeflow.drivers.recording import read_recording
 
-CLIPS = ["gesture_01_hand_clapping_s4.sfe", "gesture_02_right_hand_wave_s4.sfe"]
-GESTURE_NODES = ["src", "denoise", "enc", "conv1", "pool1", "conv2", "pool2", "cls", "score", "out"]
+CLIPS = ["gesture_01_hand_clapping_s4.sfe", "gesture_01_hand_clapping_s5.sfe"]  # the test split's first two
+
+
+def bundled_graph():
+    from spikeflow.service.model import bundled_model_path, load_bundle
+    from spikeflow.service.training import bundle_graph
+
+    return bundle_graph(load_bundle(bundled_model_path()))
+
+
+SPEC = bundled_graph()
+GESTURE_NODES = list(SPEC.order)
+TYPES = {n: SPEC.nodes[n].type for n in GESTURE_NODES}
 
 
 def bench(tmp_path, *args, name="bench.json"):
@@ -46,15 +57,16 @@ def check_sane(rep, n_events, workers):
     assert rep["input"]["sensor_s"] >= rep["input"]["recordings_s"] > 2.0  # two ~1.45 s clips + gap
     assert sorted(m["nodes"]) == sorted(GESTURE_NODES)
     assert {n: r["worker"] for n, r in m["nodes"].items()} == workers
-    src = m["nodes"]["src"]
-    assert src["events_out"] == n_events
-    assert m["nodes"]["denoise"]["events_in"] == n_events
-    assert m["nodes"]["score"]["events_in"] == n_events  # the scoreboard's truth edge carries all events
-    for n in GESTURE_NODES[1:]:
-        assert m["nodes"][n]["packets_in"] > 0, n
-        assert m["nodes"][n]["latency_us"]["count"] > 0, n
+    by_type = {t: [n for n in GESTURE_NODES if TYPES[n] == t] for t in set(TYPES.values())}
+    (src,), (cls,), (score,) = by_type["replay"], by_type["classifier"], by_type["scoreboard"]
+    assert m["nodes"][src]["events_out"] == n_events
+    assert m["nodes"][score]["events_in"] == n_events  # the scoreboard's truth edge carries all events
+    for n in GESTURE_NODES:
+        if n != src:
+            assert m["nodes"][n]["packets_in"] > 0, n
+            assert m["nodes"][n]["latency_us"]["count"] > 0, n
     dec = m["decision_latency_us"]
-    assert dec["count"] == m["nodes"]["cls"]["packets_out"] > 0
+    assert dec["count"] == m["nodes"][cls]["packets_out"] > 0
     assert 0 < dec["p50_us"] <= dec["p99_us"] <= dec["max_us"]
     sb = m["scoreboard"]
     assert sb["scored"] == 2 and sb["decisions"] == dec["count"]
@@ -83,9 +95,11 @@ def test_bench_two_workers_under_the_daemon(tmp_path, one_worker, clips):
     lossless graph makes the same decisions as in one worker."""
     paths, n = clips
     rep, _ = bench(tmp_path, "--data", "bundled", "--split", "test", "--max-samples", "2", "--workers", "2")
-    io = ["src", "denoise", "enc"]
+    first_layer = next(i for i, x in enumerate(GESTURE_NODES) if TYPES[x] == "snn_conv")
+    io = GESTURE_NODES[:first_layer]  # source, filter, encoder; the rest is downstream of conv1
+    assert {TYPES[x] for x in io} >= {"replay", "polarity_encoder"}
     check_sane(rep, n, {x: ("io" if x in io else "snn") for x in GESTURE_NODES})
-    assert rep["workers"] == {"io": io, "snn": [x for x in GESTURE_NODES if x not in io]}
+    assert rep["workers"] == {"io": io, "snn": GESTURE_NODES[first_layer:]}
     assert rep["data"]["samples"] == 2 and rep["data"]["events"] == n and rep["data"]["written"] == 0
     procs = rep["median"]["rss_peak_by_process_mib"]
     assert {"worker:io", "worker:snn"} <= set(procs) and all(v > 20 for v in procs.values())

@@ -287,6 +287,8 @@ def test_nodes_are_registered_with_validated_params():
     with pytest.raises(ParamError, match=r"nodes.cam.params.sensor_size"):
         build_params(ZmqInput, {"sensor_size": [128, 128]}, key="nodes.cam.params")
     assert build_params(ZmqInput, {"sensor_size": [34, 34, 2]}).sensor_size == (34, 34, 2)
+    with pytest.raises(ParamError, match=r"nodes.cam.params.sensor_size: must be positive"):
+        ZmqInput("cam", ZmqInputParams(sensor_size=(34, 0, 2)))
 
 
 def test_lossless_publish_waits_for_a_stalled_subscriber(shared):
