@@ -127,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--C", type=float, default=0.01, help="inverse regularisation of the linear readouts")
     ap.add_argument("--readouts", default="svm,logistic,class_response,rstdp")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-baselines", action="store_true", help="skip the random-weight and raw-count baselines")
     ap.add_argument("--save", help="save the trained network (npz)")
     ap.add_argument("--mnist", metavar="DIR", help="instead of N-MNIST: the static MNIST recipe on MNIST images "
                     "already in DIR (train-images-idx3-ubyte[.gz] etc., or {train,test}_{images,labels}.npy)")
@@ -140,11 +141,14 @@ def main(argv=None) -> int:
                                args.feature, args.C)
         return 0 if res["n_test"] else 1
     with Timer() as total:
-        res = run(args.root, args.train, None, args.encoding, cfg, args.seed, readouts, args.feature, args.C)
+        res = run(args.root, args.train, None, args.encoding, cfg, args.seed, readouts, args.feature, args.C,
+                  baselines=not args.no_baselines)
     print(f"total {total}")
     if args.save:
         res["net"].save(args.save, {"data": "slayer-nmnist train", "seed": args.seed, "encoding": args.encoding})
     if args.write_docs:
+        if args.no_baselines:
+            raise SystemExit("--write-docs needs the baselines (drop --no-baselines)")
         update_results("nmnist", section(res, readouts, args, total))
     return 0
 

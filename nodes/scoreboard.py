@@ -34,9 +34,6 @@ class _Segment:
     name: str
     onset_us: int
     end_us: int
-    scores: np.ndarray | None = None
-    decisions: int = 0
-    first_correct_us: int | None = None
 
 
 @register
@@ -52,6 +49,7 @@ class Scoreboard(Node):
 
     def setup(self, meta):
         self.segments: list[_Segment] = []
+        self.decisions: list[tuple[int, dict]] = []  # (t1_us, label data), scored at the end
         self.ages_us: list[float] = []
         self.classes: list[int] = []
         self.names: list[str] = []
@@ -83,20 +81,15 @@ class Scoreboard(Node):
         return None
 
     def _label(self, packet: Packet) -> None:
+        """Keep the decision; segments are matched by sensor time when scoring, because labels
+        and truth may arrive on different edges in either order."""
         d = packet.data
         if packet.sent_ns:
             self.ages_us.append((now_ns() - packet.sent_ns) / 1e3)
         if not self.classes and "classes" in d:
             self.classes = list(d["classes"])
-        seg = self._segment_at(packet.t1_us)
-        if seg is not None:
-            sc = np.asarray(d.get("scores", ()), dtype=float)
-            if sc.size:
-                seg.scores = sc if seg.scores is None else seg.scores + sc
-            seg.decisions += 1
-            if not d.get("uncertain") and d.get("class") == seg.truth and seg.first_correct_us is None:
-                seg.first_correct_us = packet.t1_us
-        self._show(packet, seg)
+        self.decisions.append((packet.t1_us, d))
+        self._show(packet, self._segment_at(packet.t1_us))
 
     def _show(self, packet: Packet, seg: _Segment | None) -> None:
         d = packet.data
@@ -110,9 +103,26 @@ class Scoreboard(Node):
               f"conf {d.get('confidence', 0):.2f}{truth}{mark}", file=sys.stdout, flush=True)
 
     def summary(self) -> dict:
-        scored = [s for s in self.segments if s.scores is not None and self.classes]
-        correct = [self.classes[int(np.argmax(s.scores))] == s.truth for s in scored]
-        lat = [(s.first_correct_us - s.onset_us) / 1e3 for s in scored if s.first_correct_us is not None]
+        """Each segment's decisions are those whose window ends after its onset and before the
+        next segment's onset; the predicted class is the argmax of their summed scores."""
+        onsets = np.array([seg.onset_us for seg in self.segments], dtype=np.int64)
+        scores: dict[int, np.ndarray] = {}
+        first: dict[int, int] = {}
+        counts = np.zeros(len(self.segments), dtype=np.int64)
+        for t1, d in self.decisions:
+            k = int(np.searchsorted(onsets, t1, side="left")) - 1  # last onset strictly before t1
+            if k < 0:
+                continue
+            seg = self.segments[k]
+            counts[k] += 1
+            sc = np.asarray(d.get("scores", ()), dtype=float)
+            if sc.size:
+                scores[k] = sc if k not in scores else scores[k] + sc
+            if not d.get("uncertain") and d.get("class") == seg.truth and k not in first:
+                first[k] = t1
+        scored = sorted(scores) if self.classes else []
+        correct = [self.classes[int(np.argmax(scores[k]))] == self.segments[k].truth for k in scored]
+        lat = [(first[k] - self.segments[k].onset_us) / 1e3 for k in scored if k in first]
         return {
             "segments": len(self.segments), "scored": len(scored),
             "accuracy": float(np.mean(correct)) if scored else None,
@@ -120,7 +130,7 @@ class Scoreboard(Node):
             "onset_to_first_correct_p99_ms": float(np.percentile(lat, 99)) if lat else None,
             "decision_age_p50_us": float(np.percentile(self.ages_us, 50)) if self.ages_us else None,
             "decision_age_p99_us": float(np.percentile(self.ages_us, 99)) if self.ages_us else None,
-            "decisions": int(sum(s.decisions for s in self.segments)),
+            "decisions": int(counts.sum()),
         }
 
     def flush(self):

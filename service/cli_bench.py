@@ -641,7 +641,7 @@ def format_report(rep: dict[str, Any]) -> str:
     if "reference" in rep:
         ref = rep["reference"]
         lines.append(f"reference (same nodes in-process, no runtime): {ref['events_per_s'] / 1e6:.3f} M events/s in "
-                     f"{ref['wall_s']:.3f} s; runtime / reference = {m['runtime_vs_reference']:.2f}")
+                     f"{ref['wall_s']:.3f} s; runtime / reference = {m['runtime_vs_reference'] or 0:.2f}")
     if m["events_expected"] is not None and m["events"] != m["events_expected"]:
         lines.append(f"WARNING: the sources emitted {m['events']:,} events, {m['events_expected']:,} expected")
     for f in rep["failures"]:

@@ -153,3 +153,18 @@ def test_scoreboard_scores_segments_and_latency(capsys):
     sb.flush()
     out = capsys.readouterr().out
     assert "truth: c3" in out and "✗" in out and "summary: 2 labeled recordings, accuracy 100.0 %" in out
+
+
+def test_scoreboard_matches_labels_that_arrive_before_their_truth():
+    """Labels and truth can come over different edges: scoring is by sensor time, at the end."""
+    from spikeflow.nodes.scoreboard import Scoreboard, ScoreboardParams
+
+    sb = Scoreboard("score", ScoreboardParams(show="none", summary=False))
+    sb.setup({})
+    sb.process("truth_in", _truth_packet(0, 0, 50_000, 3, 0))
+    sb.process("labels_in", _label_packet(0, 40_000, 3, [0.9, 0.1]))
+    sb.process("labels_in", _label_packet(1, 230_000, 7, [0.2, 0.8]))  # before segment B's truth
+    sb.process("truth_in", _truth_packet(1, 200_000, 250_000, 7, 200_000))
+    s = sb.summary()
+    assert s["scored"] == 2 and s["accuracy"] == 1.0
+    assert s["onset_to_first_correct_p50_ms"] == pytest.approx(35.0)  # (40 + 30) / 2
