@@ -2,15 +2,18 @@
 
     .venv/bin/python bench/runtime_hops.py [--repeats 3] [--quick]
 
-Graph: replay (speed 0, 1 ms windows of K events from a synthetic .sfe) -> refractory_filter
-(0 µs: passes everything, one kernel pass and one copy) -> refractory_filter -> print sink, with
-the nodes spread over 1, 2 or 3 worker processes (0, 1, 2 hops) by the daemon, edges lossless
-over ipc or tcp. Throughput = sink packets / (sink's last packet - sink's first packet) (scaled by N/(N-1)), so
-process start-up is excluded (sources start when every worker is connected). Reference, measured in the same run: raw pyzmq PUSH/PULL between
-processes carrying the same protocol-v1 frames (encoded once, no decode), chained over the same
-number of hops. Latency: the same graphs paced in real time (speed 1, 1 ms packets of 1k events,
-i.e. 1 M events/s, a busy DVS128), end-to-end p50/p99 from the sink's histogram.
-Medians over ``--repeats`` runs.
+Graph: zmq_input (fed from memory) -> refractory_filter (0 µs: passes everything, one kernel
+pass and one copy) -> refractory_filter -> print sink, with the nodes spread over 1, 2 or 3
+worker processes (0, 1, 2 hops) by the daemon, edges lossless over ipc or tcp. The source is a
+``zmq_input`` (``check_events = false``) that this script feeds from a PUSH socket with 1 ms
+packets of K events held in memory and encoded before the clock starts, so the runtime (not a
+file decoder) is measured; the feeding connection uses the graph's transport. Throughput = sink
+packets / (sink's last packet - sink's first packet) (scaled by N/(N-1)), so process start-up is
+excluded. Reference, measured in the same run: raw pyzmq PUSH/PULL between processes carrying
+the same protocol-v1 frames (encoded once, no decode) over the same socket path (the feeding
+connection plus one per hop). Latency: the same graphs fed in real time (1 ms packets of 1k
+events, i.e. 1 M events/s, a busy DVS128, stamped when sent), end-to-end p50/p99 from the
+sink's histogram. Medians over ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -21,41 +24,78 @@ import multiprocessing as mp
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from spikeflow.drivers.recording import open_writer
 from spikeflow.service.events import EVENT_DTYPE, SensorSize
 from spikeflow.service.graph import load_graph
 
 SIZE = SensorSize(128, 128, 2)
 
 
-def synthetic(path: Path, per_packet: int, packets: int) -> Path:
-    """``packets`` windows of 1 ms, each with ``per_packet`` events at random pixels."""
+def synthetic(per_packet: int, packets: int) -> list[np.ndarray]:
+    """``packets`` windows of 1 ms, each with ``per_packet`` events at random pixels (in memory)."""
     rng = np.random.default_rng(0)
-    with open_writer(path, SIZE) as w:
-        for k in range(packets):
-            ev = np.zeros(per_packet, EVENT_DTYPE)
-            ev["t"] = k * 1000 + np.sort(rng.integers(0, 1000, per_packet))
-            ev["x"] = rng.integers(0, 128, per_packet)
-            ev["y"] = rng.integers(0, 128, per_packet)
-            ev["p"] = rng.integers(0, 2, per_packet)
-            w.write(ev)
-    return path
+    out = []
+    for k in range(packets):
+        ev = np.zeros(per_packet, EVENT_DTYPE)
+        ev["t"] = k * 1000 + np.sort(rng.integers(0, 1000, per_packet))
+        ev["x"] = rng.integers(0, 128, per_packet)
+        ev["y"] = rng.integers(0, 128, per_packet)
+        ev["p"] = rng.integers(0, 2, per_packet)
+        out.append(ev)
+    return out
 
 
-def graph_text(src: Path, hops: int, transport: str, speed: float) -> str:
+def feed(endpoint: str, windows: list[np.ndarray], paced: bool, stop: threading.Event) -> None:
+    """Push ``windows`` into the graph's zmq_input, then an end-of-stream heartbeat.
+
+    Unpaced: every packet is encoded before the first send (the clock runs at the sink anyway).
+    Paced: one packet per ms of wall clock, stamped (``sent_ns``) and encoded when it is sent.
+    """
+    import zmq
+
+    from spikeflow.service.packet import Packet, now_ns
+    from spikeflow.service.protocol import encode
+
+    def packet(k, ev, sent_ns=0):
+        return Packet("events", "feed", k, SIZE, k * 1000, (k + 1) * 1000, sent_ns, ev)
+
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 10_000)
+    push.connect(endpoint)
+    encoded = None if paced else [[bytes(f) for f in encode(packet(k, ev))] for k, ev in enumerate(windows)]
+    t_next = time.perf_counter()
+    for k, ev in enumerate(windows):
+        if stop.is_set():
+            break
+        if paced:
+            t_next += 1e-3
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            frames = encode(packet(k, ev, now_ns()))
+        else:
+            frames = encoded[k]
+        push.send_multipart(frames, copy=False)
+    push.send_multipart(encode(Packet("heartbeat", "feed", sent_ns=now_ns(), data={"eos": True})))
+    push.close()
+    ctx.term()
+
+
+def graph_text(src_ep: str, hops: int, transport: str) -> str:
     workers = {0: ("main", "main", "main"), 1: ("main", "w1", "w1"), 2: ("w1", "w2", "w2")}[hops]
     return f"""
 [graph]
 name = "bench{hops}{transport}"
 transport = "{transport}"
 [nodes.src]
-type = "replay"
-params = {{ path = "{src}", speed = {speed}, window_us = 1000 }}
+type = "zmq_input"
+params = {{ endpoint = "{src_ep}", sensor_size = [128, 128, 2], check_events = false, stop_on_eos = true }}
 [nodes.f1]
 type = "refractory_filter"
 inputs = {{ events_in = "src.events_out" }}
@@ -74,12 +114,20 @@ worker = "{workers[2]}"
 """
 
 
-def run_graph(src: Path, hops: int, transport: str, speed: float, tmp: Path) -> dict:
+def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool, tmp: Path) -> dict:
     from spikeflow.service.daemon import Daemon
 
-    spec = load_graph(graph_text(src, hops, transport, speed))
+    src_ep = f"ipc://{tmp}/feed{hops}.sock" if transport == "ipc" else f"tcp://127.0.0.1:{_port()}"
+    spec = load_graph(graph_text(src_ep, hops, transport))
     d = Daemon(spec, run_dir=tmp / "run", exit_when_done=True)
-    assert d.run(install_signals=False) == 0, "bench graph failed; see " + str(d.log_file)
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed, args=(src_ep, windows, paced, stop), daemon=True)
+    feeder.start()
+    try:
+        assert d.run(install_signals=False) == 0, "bench graph failed; see " + str(d.log_file)
+    finally:
+        stop.set()
+        feeder.join(30)
     m = d.final_metrics["nodes"]
     sink = m["sink"]
     return {"events": sink["events_in"], "packets": sink["packets_in"], "span_s": _span(d, "sink", "sink"),
@@ -177,16 +225,15 @@ def main(argv=None) -> int:
     print(f"# throughput, medians of {args.repeats}; ratio = ours / raw pyzmq (same frames, same hops)")
     print(f"{'events/pkt':>10} {'hops':>4} {'via':>4} {'pkt/s':>9} {'Mev/s':>7} {'raw pkt/s':>10} {'raw Mev/s':>9} {'ratio':>6}")
     for per, packets in plan.items():
-        src = synthetic(tmp / f"syn{per}.sfe", per, packets)
+        src = synthetic(per, packets)
         for hops in (0, 1, 2):
             for transport in (("ipc",) if hops == 0 else ("ipc", "tcp")):
                 ours, raw = [], []
                 for _ in range(args.repeats):
-                    r = run_graph(src, hops, transport, 0, tmp)
+                    r = run_graph(src, hops, transport, False, tmp)
                     assert r["events"] == per * packets, r
                     ours.append(r["span_s"] * packets / (packets - 1))  # sink span covers packets - 1 gaps
-                    if hops:
-                        raw.append(raw_pyzmq(per, packets, hops, transport, tmp))
+                    raw.append(raw_pyzmq(per, packets, hops + 1, transport, tmp))  # + the feeding connection
                 t = statistics.median(ours)
                 row = {"per": per, "hops": hops, "via": transport if hops else "-", "pkt_s": packets / t,
                        "mev_s": per * packets / t / 1e6}
@@ -199,10 +246,10 @@ def main(argv=None) -> int:
                          else f"{'-':>10} {'-':>9} {'-':>6}"), flush=True)
     print("\n# latency, paced real time: 1 ms packets of 1k events (1 M events/s), medians of p50/p99")
     print(f"{'hops':>4} {'via':>4} {'p50 us':>8} {'p99 us':>8}")
-    src = synthetic(tmp / "lat.sfe", 1000, int(2000 * scale))
+    src = synthetic(1000, int(2000 * scale))
     for hops in (0, 1, 2):
         for transport in (("ipc",) if hops == 0 else ("ipc", "tcp")):
-            res = [run_graph(src, hops, transport, 1.0, tmp) for _ in range(args.repeats)]
+            res = [run_graph(src, hops, transport, True, tmp) for _ in range(args.repeats)]
             p50 = statistics.median(r["p50_us"] for r in res)
             p99 = statistics.median(r["p99_us"] for r in res)
             print(f"{hops:>4} {transport if hops else '-':>4} {p50:>8.0f} {p99:>8.0f}", flush=True)

@@ -275,6 +275,68 @@ class SpikingConv:
             winners = self.learn(times, t_out, v1)
         return ConvResult(t_out, v1, vf, winners, int(time_steps), bool(dense))
 
+    def forward_sparse(self, order: np.ndarray, starts: np.ndarray, in_hw: tuple[int, int], time_steps: int,
+                       learn: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One sample as a sparse sample in and out (``(order, starts)``, see
+        :func:`spikeflow.nodes.snn_kernels.spikes_by_step`): what the streaming nodes run. Same
+        spikes, winners and STDP as :meth:`forward` with ``potentials=False``, without building or
+        scanning dense maps. Returns ``(order, starts, winners)`` of the output."""
+        h, w = int(in_hw[0]), int(in_hw[1])
+        if self.in_hw is None:
+            self.in_hw = (h, w)
+        ho, wo = self.output_hw(h, w)
+        T = int(time_steps)
+        n_in = int(starts[T])
+        fraction = {"auto": self.dense_fraction, "event": 2.0, "dense": -1.0}[self.path]
+        if n_in > fraction * self.in_channels * h * w:  # the dense kernel is cheaper: go through the maps
+            res = self.forward(sk.sparse_to_times(order, starts, self.in_channels, h, w, T), T, learn=learn,
+                               potentials=False)
+            o, st = sk.spikes_by_step(res.times, T)
+            return o, st, res.winners
+        ws = self._sparse_workspace(ho * wo)
+        o, st, v1, n_in, n_out, n_inh = sk.conv_event_sparse(
+            order, starts, self.in_channels, h, w, self.weights, self.thresholds(), self.stride, self.padding, T,
+            self.leak, self.pointwise_inhibition, *ws)
+        c = self.counters
+        c["samples"] += 1
+        c["event_calls"] += 1
+        c["spikes_in"] += int(n_in)
+        c["spikes_out"] += int(n_out)
+        c["inhibited"] += int(n_inh)
+        winners = np.zeros((0, 3), dtype=np.int64)
+        if learn:
+            s = self.stdp
+            winners, t_post = sk.k_winners_sparse(o, st, v1, ho, wo, T, s.k, s.radius)
+            in_map = self._in_map(h * w)
+            sk.sparse_scatter_(in_map, order, starts, T, True)
+            n = sk.stdp_post_(self.weights, in_map.reshape(self.in_channels, h, w), winners, t_post, self.a_plus,
+                              self.a_minus, self.stride, self.padding, s.stabilize, s.w_lo, s.w_hi)
+            sk.sparse_scatter_(in_map, order, starts, T, False)
+            fired = None
+            if self.homeostasis_plus > 0:
+                fired = np.zeros(self.out_channels, dtype=bool)
+                fired[np.unique(o // (ho * wo))] = True
+            self._schedule(winners, n, fired)
+        return o, st, winners
+
+    def _sparse_workspace(self, n_pos: int) -> tuple[np.ndarray, ...]:
+        """Buffers of :func:`~spikeflow.nodes.snn_kernels.conv_event_sparse`, kept across samples."""
+        ws = getattr(self, "_sws", None)
+        if ws is None or ws[0].shape != (n_pos, self.out_channels):
+            n = n_pos * self.out_channels
+            ws = self._workspace(n_pos) + (np.full(n_pos, -1, dtype=np.int64), np.empty(n, dtype=np.int64),
+                                           np.empty(n, dtype=np.int32), np.empty(n))
+            self._sws = ws
+        return ws
+
+    def _in_map(self, hw: int) -> np.ndarray:
+        """A flat NO_SPIKE int32 map of the input (STDP reads pre-synaptic times from it)."""
+        m = getattr(self, "_in_map_buf", None)
+        if m is None or m.size != self.in_channels * hw:
+            m = np.full(self.in_channels * hw, NO_SPIKE, dtype=np.int32)
+            self._in_map_buf = m
+        return m
+
     def _workspace(self, n_pos: int) -> tuple[np.ndarray, ...]:
         """Zeroed buffers of the event-driven kernel, kept across samples (the kernel leaves them
         zero), so a sparse sample costs no dense clearing."""
@@ -293,6 +355,13 @@ class SpikingConv:
         winners = sk.k_winners(t_out, v_first, s.k, s.radius)
         n = sk.stdp_(self.weights, in_times, winners, t_out, self.a_plus, self.a_minus, self.stride,
                      self.padding, s.stabilize, s.w_lo, s.w_hi)
+        fired = (t_out != NO_SPIKE).any(axis=(1, 2)) if self.homeostasis_plus > 0 else None
+        self._schedule(winners, n, fired)
+        return winners
+
+    def _schedule(self, winners: np.ndarray, n: int, fired: np.ndarray | None) -> None:
+        """After STDP: counters, the learning-rate schedule and the adaptive thresholds."""
+        s = self.stdp
         self.counters["winners"] += len(winners)
         self.counters["learn_updates"] += int(n)
         self.n_learned += 1
@@ -302,9 +371,7 @@ class SpikingConv:
             self.a_minus = self.a_plus * ratio
         if self.homeostasis_plus > 0:
             self.theta_adapt *= self.homeostasis_decay
-            fired = (t_out != NO_SPIKE).any(axis=(1, 2))
             self.theta_adapt[fired] += self.homeostasis_plus
-        return winners
 
     def convergence(self) -> float:
         """C = Σ w(1−w) / n_w: 0 when every weight has settled at 0 or 1 (paper, eq. 4)."""
@@ -382,6 +449,23 @@ class FirstSpikePool:
         self.counters["spikes_in"] += int(n_in)
         self.counters["spikes_out"] += int(n_out)
         return out
+
+    def forward_sparse(self, order: np.ndarray, starts: np.ndarray, in_shape: tuple[int, int, int],
+                       time_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`forward` on a sparse sample ``(order, starts)``, returning one."""
+        c, h, w = (int(v) for v in in_shape)
+        if self.in_shape is None:
+            self.in_shape = (c, h, w)
+        ho, wo = self.output_hw(h, w)
+        first = getattr(self, "_first", None)
+        if first is None or first.size != c * ho * wo:
+            first = self._first = np.full(c * ho * wo, NO_SPIKE, dtype=np.int32)
+        o, st, n_in, n_out = sk.pool_sparse(order, starts, c, h, w, self.kernel, self.stride, self.padding,
+                                            int(time_steps), first)
+        self.counters["samples"] += 1
+        self.counters["spikes_in"] += int(n_in)
+        self.counters["spikes_out"] += int(n_out)
+        return o, st
 
     def __call__(self, x: np.ndarray, time_steps: int | None = None) -> np.ndarray:
         t, T = to_times(x, time_steps)

@@ -177,26 +177,12 @@ def _scale_row(dst, factor):
 
 
 @njit(cache=True)
-def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials,
-                  v, done, stamp, last, settled, visited):
-    """Event-driven path: only incoming spikes scatter their weight patch into potentials.
-
-    Spikes are processed in time-step order; at the end of each step only the positions touched
-    in that step are checked against the thresholds (an untouched potential cannot rise). The
-    leak is applied lazily per position (all maps of a position are updated together). With
-    ``inhibit``, pointwise inhibition is resolved from the list of fired neurons. Cost ~
-    n_spikes·C_out·kh·kw. Same outputs as :func:`conv_dense`. Requires weights >= 0 (STDP keeps
-    them in [0, 1]): a crossing seen while a step's spikes are added then holds at its end.
-
-    Workspaces (reused across samples, all zero on entry and left zero on exit, so a sample
-    costs no dense clearing): ``v`` float64 and ``done`` bool (H_out·W_out, C_out), ``stamp``,
-    ``last``, ``settled`` int32 and ``visited`` int64 (H_out·W_out,).
-
-    With ``inhibit`` and no final potentials wanted, a position whose first spike came in an
-    earlier step is settled (pointwise inhibition already decided it), so later inputs skip it. ``order``/``starts`` come from
-    :func:`spikes_by_step`.
-    """
-    c_in, h, w = times.shape
+def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps, leak, skip_settled,
+                        v, done, stamp, last, settled, visited, fired_k, fired_t, fired_v):
+    """The spiking phase of the event-driven path (see :func:`conv_event_ws`): scatters the input
+    spikes into the workspaces and appends every threshold crossing (position·C_out + map, step,
+    potential) to the ``fired_*`` arrays, in step order within each band of output rows. Returns
+    ``(n_fired, n_visited)``; the workspaces are left for the caller to read and clear."""
     c_out, _, kh, kw = weights.shape
     ho = out_size(h, kh, stride, pad)
     wo = out_size(w, kw, stride, pad)
@@ -211,15 +197,9 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
     cand = np.empty(n_pos, dtype=np.int64)
     cand_stamp = np.zeros(n_pos, dtype=np.int32)
     n_visited = 0
-    n_in = starts[time_steps]
-    cap = min(n_pos * c_out, n_in * kh * kw * c_out)
-    fired_k = np.empty(cap, dtype=np.int64)
-    fired_t = np.empty(cap, dtype=np.int32)
-    fired_v = np.empty(cap)
     n_fired = 0
     hw = h * w
     leaky = leak != 1.0
-    skip_settled = inhibit and want_potentials < 2
     # Output rows are processed in bands whose potentials fit in L2 (~512 KB), each band over
     # all time steps: a neuron only depends on its own inputs, so the order across bands is free.
     band = max(1, 65536 // max(1, wo * c_out))
@@ -283,6 +263,43 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
                         fired_t[n_fired] = t
                         fired_v[n_fired] = v[pos, f]
                         n_fired += 1
+    return n_fired, n_visited
+
+
+@njit(cache=True)
+def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_steps, leak, inhibit, want_potentials,
+                  v, done, stamp, last, settled, visited):
+    """Event-driven path: only incoming spikes scatter their weight patch into potentials.
+
+    Spikes are processed in time-step order; at the end of each step only the positions touched
+    in that step are checked against the thresholds (an untouched potential cannot rise). The
+    leak is applied lazily per position (all maps of a position are updated together). With
+    ``inhibit``, pointwise inhibition is resolved from the list of fired neurons. Cost ~
+    n_spikes·C_out·kh·kw. Same outputs as :func:`conv_dense`. Requires weights >= 0 (STDP keeps
+    them in [0, 1]): a crossing seen while a step's spikes are added then holds at its end.
+
+    Workspaces (reused across samples, all zero on entry and left zero on exit, so a sample
+    costs no dense clearing): ``v`` float64 and ``done`` bool (H_out·W_out, C_out), ``stamp``,
+    ``last``, ``settled`` int32 and ``visited`` int64 (H_out·W_out,).
+
+    With ``inhibit`` and no final potentials wanted, a position whose first spike came in an
+    earlier step is settled (pointwise inhibition already decided it), so later inputs skip it. ``order``/``starts`` come from
+    :func:`spikes_by_step`.
+    """
+    c_in, h, w = times.shape
+    c_out, _, kh, kw = weights.shape
+    ho = out_size(h, kh, stride, pad)
+    wo = out_size(w, kw, stride, pad)
+    n_pos = ho * wo
+    n_in = starts[time_steps]
+    cap = min(n_pos * c_out, n_in * kh * kw * c_out)
+    fired_k = np.empty(cap, dtype=np.int64)
+    fired_t = np.empty(cap, dtype=np.int32)
+    fired_v = np.empty(cap)
+    n_fired, n_visited = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps,
+                                             leak, inhibit and want_potentials < 2, v, done, stamp, last, settled,
+                                             visited, fired_k, fired_t, fired_v)
+    leaky = leak != 1.0
     t_out = np.full((c_out, ho, wo), NO_SPIKE, dtype=np.int32)
     v_first = np.zeros((c_out, ho, wo) if want_potentials >= 1 else (0, 0, 0))
     n_out = n_fired
@@ -364,6 +381,145 @@ def conv_auto(times, weights, thresholds, stride, pad, time_steps, leak, inhibit
     return a, b, c, d, e, g, True
 
 
+# -- sparse samples ----------------------------------------------------------------------------
+# A *sparse sample* is ``(order, starts)`` as :func:`spikes_by_step` returns it: int64 flat indices
+# c·H·W + y·W + x of the spiking neurons sorted by (step, flat index), step t's spikes being
+# ``order[starts[t]:starts[t+1]]``. Layers chained in this form never build (or scan) a dense map.
+
+
+@njit(cache=True)
+def _sorted_sample(keys, n, n_neurons, time_steps):
+    """Sparse sample from ``keys[:n]`` = step·n_neurons + flat index (unique): sort, then split."""
+    k = np.sort(keys[:n])
+    order = np.empty(n, dtype=np.int64)
+    starts = np.zeros(time_steps + 1, dtype=np.int64)
+    for i in range(n):
+        t = k[i] // n_neurons
+        order[i] = k[i] - t * n_neurons
+        starts[t + 1] += 1
+    for t in range(time_steps):
+        starts[t + 1] += starts[t]
+    return order, starts
+
+
+@njit(cache=True)
+def sparse_from_events(c, y, x, step, n_channels, height, width, time_steps, first):
+    """Parallel event arrays -> sparse sample of first-spike steps (same spikes as
+    :func:`times_from_events_into`, without a dense output). ``first`` is an int32 workspace of
+    C·H·W entries, all NO_SPIKE on entry and left so."""
+    n_neurons = n_channels * height * width
+    keys = np.empty(c.shape[0], dtype=np.int64)
+    n = 0
+    for i in range(c.shape[0]):
+        ci = c[i]
+        yi = y[i]
+        xi = x[i]
+        s = step[i]
+        if s < 0 or s >= time_steps:
+            continue
+        if ci < 0 or ci >= n_channels or yi < 0 or yi >= height or xi < 0 or xi >= width:
+            continue
+        k = (ci * height + yi) * width + xi
+        if first[k] == NO_SPIKE:
+            keys[n] = k
+            n += 1
+            first[k] = s
+        elif s < first[k]:
+            first[k] = s
+    for i in range(n):
+        k = keys[i]
+        keys[i] = first[k] * n_neurons + k
+        first[k] = NO_SPIKE
+    return _sorted_sample(keys, n, n_neurons, time_steps)
+
+
+@njit(cache=True)
+def sparse_to_times(order, starts, n_channels, height, width, time_steps):
+    """Sparse sample -> dense int32 (C, H, W) spike-time map."""
+    out = np.full(n_channels * height * width, NO_SPIKE, dtype=np.int32)
+    for t in range(time_steps):
+        for j in range(starts[t], starts[t + 1]):
+            out[order[j]] = t
+    return out.reshape((n_channels, height, width))
+
+
+@njit(cache=True)
+def sparse_scatter_(flat_map, order, starts, time_steps, value_of_step):
+    """Write each spike's step (``value_of_step`` True) or NO_SPIKE (False) into a flat int32 map:
+    fills, then clears, a reusable dense map in O(spikes)."""
+    for t in range(time_steps):
+        for j in range(starts[t], starts[t + 1]):
+            flat_map[order[j]] = t if value_of_step else NO_SPIKE
+
+
+@njit(cache=True)
+def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps, leak, inhibit,
+                      v, done, stamp, last, settled, visited, best, fired_k, fired_t, fired_v):
+    """Event-driven convolution from a sparse sample to a sparse sample (no dense map in or out).
+
+    Same spikes as :func:`conv_event_ws` (same scatter, same pointwise inhibition), returned as
+    ``(out_order, out_starts, out_v, n_in, n_out, n_removed)`` with ``out_v`` the potential of each
+    output spike at its step (v_first, what k-WTA needs). Workspaces as :func:`conv_event_ws` plus
+    ``best`` int64 (H_out·W_out,) all −1, and ``fired_k`` int64, ``fired_t`` int32, ``fired_v``
+    float64 of H_out·W_out·C_out entries (contents free); all are reused across samples and the
+    zero/−1 ones are left so."""
+    c_out = weights.shape[0]
+    kh = weights.shape[2]
+    kw = weights.shape[3]
+    ho = out_size(h, kh, stride, pad)
+    wo = out_size(w, kw, stride, pad)
+    n_pos = ho * wo
+    n_fired, n_visited = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps,
+                                             leak, inhibit, v, done, stamp, last, settled, visited,
+                                             fired_k, fired_t, fired_v)
+    n_neurons = c_out * n_pos
+    keys = np.empty(n_fired, dtype=np.int64)
+    vals = np.empty(n_fired)
+    n_out = 0
+    if inhibit:
+        # per position: earliest step, then higher potential, then lower map (as conv_event_ws)
+        for i in range(n_fired):
+            pos = fired_k[i] // c_out
+            b = best[pos]
+            if b < 0:
+                best[pos] = i
+            elif fired_t[i] == fired_t[b] and (fired_v[i] > fired_v[b] or (
+                    fired_v[i] == fired_v[b] and fired_k[i] < fired_k[b])):
+                best[pos] = i
+    for i in range(n_fired):
+        k = fired_k[i]
+        pos = k // c_out
+        if inhibit and best[pos] != i:
+            continue
+        keys[n_out] = fired_t[i] * n_neurons + (k - pos * c_out) * n_pos + pos
+        vals[n_out] = fired_v[i]
+        n_out += 1
+    if inhibit:
+        for i in range(n_fired):
+            best[fired_k[i] // c_out] = -1
+    perm = np.argsort(keys[:n_out])
+    out_order = np.empty(n_out, dtype=np.int64)
+    out_v = np.empty(n_out)
+    out_starts = np.zeros(time_steps + 1, dtype=np.int64)
+    for r in range(n_out):
+        k = keys[perm[r]]
+        t = k // n_neurons
+        out_order[r] = k - t * n_neurons
+        out_v[r] = vals[perm[r]]
+        out_starts[t + 1] += 1
+    for t in range(time_steps):
+        out_starts[t + 1] += out_starts[t]
+    for i in range(n_visited):  # leave the workspaces zero for the next sample
+        pos = visited[i]
+        stamp[pos] = 0
+        last[pos] = 0
+        settled[pos] = 0
+        for f in range(c_out):
+            v[pos, f] = 0.0
+            done[pos, f] = False
+    return out_order, out_starts, out_v, starts[time_steps], n_out, n_fired - n_out
+
+
 @njit(cache=True)
 def first_spike_pool_count(times, kernel, stride, pad, time_steps):
     """First-spike (max) pooling: each output carries the earliest spike time of its window
@@ -406,6 +562,47 @@ def first_spike_pool(times, kernel, stride, pad):
 
 
 @njit(cache=True)
+def pool_sparse(order, starts, c_n, h, w, kernel, stride, pad, time_steps, first):
+    """First-spike pooling from a sparse sample to a sparse sample (same spikes as
+    :func:`first_spike_pool_count`): inputs come in step order, so the first spike reaching an
+    output window is its earliest. ``first`` is an int32 workspace of C·H_out·W_out entries, all
+    NO_SPIKE on entry and left so. Returns ``(order, starts, n_in, n_out)``."""
+    ho = out_size(h, kernel, stride, pad)
+    wo = out_size(w, kernel, stride, pad)
+    n_neurons = c_n * ho * wo
+    hw = h * w
+    n_in = starts[time_steps]
+    span = (kernel + stride - 1) // stride
+    keys = np.empty(min(n_neurons, n_in * span * span), dtype=np.int64)
+    n = 0
+    for t in range(time_steps):
+        for j in range(starts[t], starts[t + 1]):
+            idx = order[j]
+            c = idx // hw
+            rem = idx - c * hw
+            y = rem // w
+            x = rem - y * w
+            num = y + pad - kernel + 1
+            oy0 = 0 if num <= 0 else (num + stride - 1) // stride
+            oy1 = min(ho - 1, (y + pad) // stride)
+            num = x + pad - kernel + 1
+            ox0 = 0 if num <= 0 else (num + stride - 1) // stride
+            ox1 = min(wo - 1, (x + pad) // stride)
+            for oy in range(oy0, oy1 + 1):
+                for ox in range(ox0, ox1 + 1):
+                    o = (c * ho + oy) * wo + ox
+                    if first[o] == NO_SPIKE:
+                        first[o] = t
+                        keys[n] = t * n_neurons + o
+                        n += 1
+    for i in range(n):
+        k = keys[i]
+        first[k - (k // n_neurons) * n_neurons] = NO_SPIKE
+    out_order, out_starts = _sorted_sample(keys, n, n_neurons, time_steps)
+    return out_order, out_starts, n_in, n
+
+
+@njit(cache=True)
 def pointwise_inhibition_(t_out, v_first):
     """At each position keep only the feature that fired first (ties: higher ``v_first``, then the
     lower feature index); the others are silenced in place (time NO_SPIKE, potential 0).
@@ -432,6 +629,52 @@ def pointwise_inhibition_(t_out, v_first):
 
 
 @njit(cache=True)
+def _k_winners_cand(cand, ct, cv, h, w, k, radius):
+    """k-WTA over candidate spikes: flat indices ``cand`` (f·H·W + y·W + x), their steps ``ct`` and
+    potentials ``cv``, listed so that equal (step, potential) pairs come in increasing flat index
+    (flat order or (step, flat) order both do). Returns ``(winners (n, 3), their steps (n,))``."""
+    n_spk = cand.shape[0]
+    alive = np.ones(n_spk, dtype=np.bool_)
+    winners = np.empty((k, 3), dtype=np.int64)
+    t_win = np.empty(k, dtype=np.int64)
+    n_win = 0
+    hw = h * w
+    while n_win < k:
+        best = -1
+        for j in range(n_spk):
+            if not alive[j]:
+                continue
+            if best < 0:
+                best = j
+                continue
+            if ct[j] < ct[best] or (ct[j] == ct[best] and cv[j] > cv[best]):
+                best = j
+        if best < 0:
+            break
+        i = cand[best]
+        f = i // hw
+        rem = i - f * hw
+        y = rem // w
+        x = rem - y * w
+        winners[n_win, 0] = f
+        winners[n_win, 1] = y
+        winners[n_win, 2] = x
+        t_win[n_win] = ct[best]
+        n_win += 1
+        for j in range(n_spk):
+            if not alive[j]:
+                continue
+            i2 = cand[j]
+            f2 = i2 // hw
+            rem2 = i2 - f2 * hw
+            y2 = rem2 // w
+            x2 = rem2 - y2 * w
+            if f2 == f or (abs(y2 - y) <= radius and abs(x2 - x) <= radius):
+                alive[j] = False
+    return winners[:n_win].copy(), t_win[:n_win].copy()
+
+
+@njit(cache=True)
 def k_winners(t_out, v_first, k, radius):
     """k-winners-take-all for learning: ``(n, 3)`` int64 rows (feature, y, x), n <= k.
 
@@ -446,50 +689,29 @@ def k_winners(t_out, v_first, k, radius):
         if flat[i] != NO_SPIKE:
             n_spk += 1
     cand = np.empty(n_spk, dtype=np.int64)
+    ct = np.empty(n_spk, dtype=np.int64)
+    cv = np.empty(n_spk)
+    vflat = v_first.ravel()
     j = 0
     for i in range(flat.shape[0]):
         if flat[i] != NO_SPIKE:
             cand[j] = i
+            ct[j] = flat[i]
+            cv[j] = vflat[i]
             j += 1
-    alive = np.ones(n_spk, dtype=np.bool_)
-    vflat = v_first.ravel()
-    winners = np.empty((k, 3), dtype=np.int64)
-    n_win = 0
-    hw = h * w
-    while n_win < k:
-        best = -1
-        for j in range(n_spk):
-            if not alive[j]:
-                continue
-            i = cand[j]
-            if best < 0:
-                best = j
-                continue
-            b = cand[best]
-            if flat[i] < flat[b] or (flat[i] == flat[b] and vflat[i] > vflat[b]):
-                best = j
-        if best < 0:
-            break
-        i = cand[best]
-        f = i // hw
-        rem = i - f * hw
-        y = rem // w
-        x = rem - y * w
-        winners[n_win, 0] = f
-        winners[n_win, 1] = y
-        winners[n_win, 2] = x
-        n_win += 1
-        for j in range(n_spk):
-            if not alive[j]:
-                continue
-            i2 = cand[j]
-            f2 = i2 // hw
-            rem2 = i2 - f2 * hw
-            y2 = rem2 // w
-            x2 = rem2 - y2 * w
-            if f2 == f or (abs(y2 - y) <= radius and abs(x2 - x) <= radius):
-                alive[j] = False
-    return winners[:n_win].copy()
+    winners, _ = _k_winners_cand(cand, ct, cv, h, w, k, radius)
+    return winners
+
+
+@njit(cache=True)
+def k_winners_sparse(order, starts, v_out, h, w, time_steps, k, radius):
+    """:func:`k_winners` on a sparse sample (``v_out``: potential of each spike at its step, as
+    :func:`conv_event_sparse` returns it). Returns ``(winners (n, 3), their steps (n,))``."""
+    ct = np.empty(order.shape[0], dtype=np.int64)
+    for t in range(time_steps):
+        for j in range(starts[t], starts[t + 1]):
+            ct[j] = t
+    return _k_winners_cand(order, ct, v_out, h, w, k, radius)
 
 
 @njit(cache=True)
@@ -502,6 +724,15 @@ def stdp_(weights, in_times, winners, t_out, a_plus, a_minus, stride, pad, stabi
     (the stabiliser factor is 1 when ``stabilize`` is False); then w is clipped to [w_lo, w_hi].
     Returns the number of synapses updated.
     """
+    t_post_of = np.empty(winners.shape[0], dtype=np.int64)
+    for r in range(winners.shape[0]):
+        t_post_of[r] = t_out[winners[r, 0], winners[r, 1], winners[r, 2]]
+    return stdp_post_(weights, in_times, winners, t_post_of, a_plus, a_minus, stride, pad, stabilize, w_lo, w_hi)
+
+
+@njit(cache=True)
+def stdp_post_(weights, in_times, winners, t_post_of, a_plus, a_minus, stride, pad, stabilize, w_lo, w_hi):
+    """:func:`stdp_` with the winners' post-synaptic steps given (``t_post_of[r]`` for row r)."""
     _, c_in, kh, kw = weights.shape
     _, h, w = in_times.shape
     n = 0
@@ -509,7 +740,7 @@ def stdp_(weights, in_times, winners, t_out, a_plus, a_minus, stride, pad, stabi
         f = winners[r, 0]
         oy = winners[r, 1]
         ox = winners[r, 2]
-        t_post = t_out[f, oy, ox]
+        t_post = t_post_of[r]
         for c in range(c_in):
             for ky in range(kh):
                 iy = oy * stride + ky - pad

@@ -43,14 +43,17 @@ import zmq
 
 from .errors import ProtocolError
 from .packet import Packet, now_ns
-from .protocol import (ProtocolRejected, RejectCounter, SeqTracker, decode, encode,
-                       receiving_socket_options)
+from .protocol import (ProtocolRejected, RejectCounter, SeqTracker, decode, encode, has_input,
+                       receiving_socket_options, recv_frames, send_frames)
 
 POLICIES = ("lossless", "realtime")
 _CREDIT = struct.Struct("<cIQ")
 _SLICE_MS = 50
 _KEEPALIVE_S = 0.2
 """Longest uninterrupted wait: stop flags are checked at least this often."""
+_NOBLOCK = int(zmq.NOBLOCK)
+_EAGAIN = zmq.EAGAIN
+_EHOSTUNREACH = zmq.EHOSTUNREACH
 
 
 def _open(context: zmq.Context | None, kind: int, endpoint: str, bind: bool, hwm: int) -> zmq.Socket:
@@ -118,17 +121,19 @@ class EdgeSender:
     def _credit_waiting(self) -> bool:
         """A credit message is queued (cheap check: reading credits as they come, one per send,
         avoids reading a backlog of them in one go, which would stall that one send)."""
-        return bool(self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        return has_input(self._sock)
 
     def _drain_control(self) -> None:
-        while True:
+        sock = self._sock
+        while has_input(sock):   # (cheaper than reading until zmq.Again is raised)
             try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                parts = recv_frames(sock, _NOBLOCK)
             except zmq.Again:
                 return
-            if len(parts) != 2 or len(parts[1]) != _CREDIT.size or parts[1][:1] != b"K":
+            if len(parts) != 2 or len(parts[1]) != _CREDIT.size or parts[1].bytes[:1] != b"K":
                 self.bad_control += 1
                 continue
+            parts = [parts[0].bytes, parts[1].bytes]
             _, rid, consumed = _CREDIT.unpack(parts[1])
             if rid != self._rid:      # a new receiver: whatever went to an older one is gone
                 self._rid = rid
@@ -161,15 +166,17 @@ class EdgeSender:
 
     def _send_now(self, packet: Packet, deadline: float | None) -> bool:
         frames = encode(packet, self.topic)
+        frames.insert(0, b"")
         while True:
+            frames[0] = self._peer
             try:
-                self._sock.send_multipart([self._peer, *frames], flags=zmq.NOBLOCK, copy=False)
+                send_frames(self._sock, frames, _NOBLOCK)
                 self._sent += 1
                 return True
             except zmq.ZMQError as e:
-                if e.errno not in (zmq.EAGAIN, zmq.EHOSTUNREACH):
+                if e.errno != _EAGAIN and e.errno != _EHOSTUNREACH:
                     raise
-                if e.errno == zmq.EHOSTUNREACH:  # the receiver is gone: wait for the next one
+                if e.errno == _EHOSTUNREACH:  # the receiver is gone: wait for the next one
                     self._rid = None
                 else:                            # its pipe is full (credits overshot after a reset)
                     self._stop.wait(0.001)
@@ -314,7 +321,7 @@ class EdgeReceiver:
         if self._acked == self._consumed and now - self._last_ack < _KEEPALIVE_S:
             return
         try:
-            self._sock.send(_CREDIT.pack(b"K", self.rid, self._consumed), zmq.NOBLOCK)
+            send_frames(self._sock, [_CREDIT.pack(b"K", self.rid, self._consumed)], _NOBLOCK)
             self._acked = self._consumed
             self._last_ack = now
         except zmq.Again:
@@ -325,7 +332,7 @@ class EdgeReceiver:
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
         while True:
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(self._sock, _NOBLOCK)
             except zmq.Again:
                 self._ack()  # about to wait: return every credit first (no deadlock)
                 while True:

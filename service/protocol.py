@@ -16,6 +16,7 @@ short ``reason`` code that receivers count in a :class:`RejectCounter`. No pickl
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Iterable
 
@@ -60,6 +61,23 @@ REJECT_REASONS = ("version", "kind", "dtype", "size", "truncated", "extra_frames
 _U64 = 1 << 64
 _I64 = 1 << 63
 _EVENT_KINDS = ("events", "spikes")
+_KIND_SET = frozenset(KINDS)
+
+COPY_THRESHOLD = 64 * 1024
+"""Payload frames at least this large are sent without a copy (ZeroMQ reads the array in place);
+smaller ones are copied, which is cheaper than tracking a zero-copy buffer (pyzmq's own default)."""
+
+# The hot path calls pyzmq's compiled socket methods directly, with plain int flags: its Python
+# layer (``send_multipart``/``recv_multipart``, enum flag arithmetic, attribute lookups) costs
+# several µs per message, more than our whole codec.
+_zsend = zmq.backend.Socket.send
+_zrecv = zmq.backend.Socket.recv
+_zget = zmq.backend.Socket.get
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_Frame = zmq.Frame
 
 
 class ProtocolRejected(ProtocolError):
@@ -118,6 +136,36 @@ def _plain(obj: Any) -> Any:
                         "cannot carry (use str, int, float, bool, None, bytes, lists, maps, arrays)")
 
 
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's reusable msgpack packer (a Packer is not thread-safe; building one per
+    message costs as much as packing the header)."""
+    try:
+        return _local.packer
+    except AttributeError:
+        _local.packer = msgpack.Packer(default=_plain, use_bin_type=True, autoreset=True)
+        return _local.packer
+
+
+def _pack(header: dict) -> bytes:
+    """The header's msgpack bytes, within ``MAX_HEADER_BYTES``."""
+    try:
+        raw = _packer().pack(header)
+    except BaseException:
+        _local.__dict__.pop("packer", None)   # a failed pack may leave the packer's buffer dirty
+        raise
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"encode: header of {len(raw)} bytes > {MAX_HEADER_BYTES}")
+    return raw
+
+
+def _size_ok(size) -> bool:
+    return (len(size) == 3 and type(size[0]) is int and type(size[1]) is int and type(size[2]) is int
+            and 0 <= size[0] < 1 << 32 and 0 <= size[1] < 1 << 32 and 0 <= size[2] < 1 << 32)
+
+
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ProtocolError(f"encode: field {name!r} must be an integer, got {value!r}")
@@ -157,17 +205,13 @@ def encode(packet: Packet, topic: bytes | None = None) -> list:
     seq, t0, t1, sent_ns, size = packet.seq, packet.t0_us, packet.t1_us, packet.sent_ns, packet.sensor_size
     if not (type(seq) is int and type(t0) is int and type(t1) is int and type(sent_ns) is int
             and 0 <= seq < _U64 and -_I64 <= t0 < _I64 and -_I64 <= t1 < _I64 and -_I64 <= sent_ns < _I64
-            and all(type(n) is int and 0 <= n < 1 << 32 for n in size)):
+            and _size_ok(size)):
         # slow path: numpy integers are converted, anything else raises naming the field
         seq = _check_int("seq", seq, 0, _U64)
         t0 = _check_int("t0", t0, -_I64, _I64)
         t1 = _check_int("t1", t1, -_I64, _I64)
         sent_ns = _check_int("sent_ns", sent_ns, -_I64, _I64)
         size = [_check_int("size", n, 0, 1 << 32) for n in size]
-    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": packet.kind, "stream": packet.stream,
-                              "seq": seq, "t0": t0, "t1": t1, "count": 0, "dtype": None,
-                              "size": list(size), "sent_ns": sent_ns}
-    payloads: list = []
     events = packet.events
     if events is None and packet.kind in _EVENT_KINDS:
         events = np.zeros(0, EVENT_DTYPE)
@@ -178,9 +222,18 @@ def encode(packet: Packet, topic: bytes | None = None) -> list:
             raise ProtocolError(f"encode: field 'events' must be 1-D, got shape {events.shape}")
         if not events.flags.c_contiguous:
             events = np.ascontiguousarray(events)
-        header["count"] = len(events)
-        header["dtype"] = "ev1"
-        payloads.append(_raw(events))
+        count = len(events)
+        header: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": packet.kind, "stream": packet.stream,
+                                  "seq": seq, "t0": t0, "t1": t1, "count": count, "dtype": "ev1",
+                                  "size": list(size), "sent_ns": sent_ns}
+        payloads: list = [memoryview(events).cast("B") if count else b""]
+    else:
+        header = {"v": PROTOCOL_VERSION, "kind": packet.kind, "stream": packet.stream,
+                  "seq": seq, "t0": t0, "t1": t1, "count": 0, "dtype": None,
+                  "size": list(size), "sent_ns": sent_ns}
+        payloads = []
+    if not packet.data:
+        return [topic, _pack(header), *payloads]
     data = {}
     arrays = []
     for key, value in packet.data.items():
@@ -198,17 +251,33 @@ def encode(packet: Packet, topic: bytes | None = None) -> list:
         if len(arrays) > MAX_ARRAYS:
             raise ProtocolError(f"encode: {len(arrays)} arrays in 'data' > {MAX_ARRAYS}")
         header["arrays"] = arrays
-    raw = msgpack.packb(header, default=_plain, use_bin_type=True)
-    if len(raw) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"encode: header of {len(raw)} bytes > {MAX_HEADER_BYTES}")
-    return [topic, raw, *payloads]
+    return [topic, _pack(header), *payloads]
 
 
 # -- decoding -------------------------------------------------------------------------------
 
+_PACKET_FIELDS = ("kind", "stream", "seq", "sensor_size", "t0_us", "t1_us", "sent_ns", "events", "data")
+_FAST_PACKET = tuple(f.name for f in dataclasses.fields(Packet)) == _PACKET_FIELDS
+"""decode builds a Packet without re-running its __init__ checks (done by decode already), as
+long as Packet has exactly these fields (otherwise the ordinary constructor is used)."""
+_new = object.__new__
+_SIZES: dict[tuple, SensorSize] = {}
+
+
+def _sensor_size(size: list) -> SensorSize:
+    """A validated ``[W, H, C]`` as a SensorSize, built once per distinct size."""
+    key = (size[0], size[1], size[2])
+    out = _SIZES.get(key)
+    if out is None:
+        if len(_SIZES) > 256:
+            _SIZES.clear()
+        out = _SIZES[key] = SensorSize(*key)
+    return out
+
+
 def _buffer(frame, index: int) -> memoryview | bytes:
     """The frame's bytes without copying (a zmq.Frame's own buffer)."""
-    if isinstance(frame, zmq.Frame):
+    if type(frame) is _Frame or isinstance(frame, zmq.Frame):
         return frame.buffer
     if isinstance(frame, (bytes, bytearray)):
         return frame
@@ -296,10 +365,12 @@ def decode(frames: Iterable) -> tuple[bytes, Packet]:
     Raises :class:`ProtocolRejected` naming the frame/field for any protocol violation.
     Arrays received from a zmq.Frame share its memory (the frame stays alive as their base).
     """
-    frames = list(frames)
-    if len(frames) < 2:
-        raise ProtocolRejected("truncated", len(frames), None,
-                               f"need at least [topic, header], got {len(frames)} frame(s)")
+    if type(frames) is not list:
+        frames = list(frames)
+    n_frames = len(frames)
+    if n_frames < 2:
+        raise ProtocolRejected("truncated", n_frames, None,
+                               f"need at least [topic, header], got {n_frames} frame(s)")
     topic_buf = _buffer(frames[0], 0)
     if len(topic_buf) > MAX_TOPIC_BYTES:
         raise ProtocolRejected("topic_too_large", 0, None, f"topic of {len(topic_buf)} bytes > {MAX_TOPIC_BYTES}")
@@ -313,20 +384,21 @@ def decode(frames: Iterable) -> tuple[bytes, Packet]:
                             max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
     except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolRejected("msgpack", 1, None, f"header is not valid msgpack ({type(e).__name__}: {e})") from None
-    if not isinstance(h, dict):
+    if type(h) is not dict:
         raise ProtocolRejected("field", 1, None, f"header must be a map, got {type(h).__name__}")
     if "v" not in h:
         raise ProtocolRejected("version", 1, "v", "missing protocol version")
-    if h["v"] != PROTOCOL_VERSION or isinstance(h["v"], bool):
-        raise ProtocolRejected("version", 1, "v", f"protocol version {h['v']!r}, this receiver speaks {PROTOCOL_VERSION}")
+    v = h["v"]
+    if v != PROTOCOL_VERSION or type(v) is bool:
+        raise ProtocolRejected("version", 1, "v", f"protocol version {v!r}, this receiver speaks {PROTOCOL_VERSION}")
     get = h.get
     kind, stream, seq, t0, t1 = get("kind"), get("stream"), get("seq"), get("t0"), get("t1")
     sent_ns, count, size = get("sent_ns"), get("count"), get("size")
-    if not (type(kind) is str and kind in KINDS and type(stream) is str
+    if not (type(kind) is str and kind in _KIND_SET and type(stream) is str
             and type(seq) is int and type(t0) is int and type(t1) is int and type(sent_ns) is int
             and type(count) is int and 0 <= seq < _U64 and -_I64 <= t0 < _I64 and -_I64 <= t1 < _I64
             and -_I64 <= sent_ns < _I64 and 0 <= count < MAX_PAYLOAD_BYTES
-            and type(size) is list and len(size) == 3 and all(type(n) is int and 0 <= n < 1 << 32 for n in size)):
+            and type(size) is list and _size_ok(size)):
         _header_problem(h)   # slow path: raises naming the first bad field
     if "dtype" not in h:
         raise ProtocolRejected("field", 1, "dtype", "missing")
@@ -335,10 +407,13 @@ def decode(frames: Iterable) -> tuple[bytes, Packet]:
         raise ProtocolRejected("dtype", 1, "dtype", f"unknown event dtype tag {tag!r}; protocol v1 knows 'ev1'")
     if tag is None and (kind in _EVENT_KINDS or count):
         raise ProtocolRejected("dtype", 1, "dtype", f"kind {kind!r} with count {count} needs dtype 'ev1'")
-    data = h.get("data", {})
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ProtocolRejected("field", 1, "data", "expected a map with string keys")
-    arrays = _parse_arrays(h["arrays"]) if "arrays" in h else []
+    if "data" in h:
+        data = h["data"]
+        if type(data) is not dict or not all(type(k) is str for k in data):
+            raise ProtocolRejected("field", 1, "data", "expected a map with string keys")
+    else:
+        data = {}
+    arrays = _parse_arrays(h["arrays"]) if "arrays" in h else ()
     index = 2
     events = None
     if tag is not None:
@@ -350,17 +425,51 @@ def decode(frames: Iterable) -> tuple[bytes, Packet]:
             raise ProtocolRejected("size", index, f"arrays.{key}", "array larger than the payload limit")
         data[key] = _payload(frames, index, f"arrays.{key}", dtype, n).reshape(shape)
         index += 1
-    if len(frames) != index:
-        raise ProtocolRejected("extra_frames", index, None, f"{len(frames) - index} unexpected frame(s) after the payloads")
-    return topic, Packet(kind=kind, stream=stream, seq=seq, sensor_size=SensorSize(*size), t0_us=t0,
+    if n_frames != index:
+        raise ProtocolRejected("extra_frames", index, None, f"{n_frames - index} unexpected frame(s) after the payloads")
+    sensor_size = _sensor_size(size)
+    if _FAST_PACKET:
+        packet = _new(Packet)
+        packet.__dict__ = {"kind": kind, "stream": stream, "seq": seq, "sensor_size": sensor_size,
+                           "t0_us": t0, "t1_us": t1, "sent_ns": sent_ns, "events": events, "data": data}
+        return topic, packet
+    return topic, Packet(kind=kind, stream=stream, seq=seq, sensor_size=sensor_size, t0_us=t0,
                          t1_us=t1, sent_ns=sent_ns, events=events, data=data)
 
 
 # -- socket helpers ---------------------------------------------------------------------------
 
+def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
+    """``sock.send_multipart(frames, flags)`` at a fraction of its cost: payload frames of at
+    least ``COPY_THRESHOLD`` bytes go without a copy, smaller frames are copied. Raises
+    ``zmq.Again`` like ``send_multipart`` when ``flags`` has NOBLOCK and the socket cannot take
+    the message (ZeroMQ accepts the rest of a message once its first frame went)."""
+    flags = int(flags)
+    more = flags | _SNDMORE
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        copy = type(frame) is not memoryview or frame.nbytes < COPY_THRESHOLD
+        _zsend(sock, frame, more if i < last else flags, copy)
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
+    """``sock.recv_multipart(flags, copy=False)`` at a fraction of its cost: a list of zmq.Frame."""
+    frame = _zrecv(sock, int(flags), False)
+    frames = [frame]
+    while frame.more:
+        frame = _zrecv(sock, 0, False)
+        frames.append(frame)
+    return frames
+
+
+def has_input(sock: zmq.Socket) -> bool:
+    """A message is waiting on ``sock`` (ZMQ_EVENTS & POLLIN, without pyzmq's Python layer)."""
+    return bool(_zget(sock, _EVENTS) & _POLLIN)
+
+
 def send_packet(sock: zmq.Socket, packet: Packet, topic: bytes | None = None, flags: int = 0) -> None:
     """Encode and send ``packet`` on ``sock`` (zero-copy for large payloads)."""
-    sock.send_multipart(encode(packet, topic), flags=flags, copy=False)
+    send_frames(sock, encode(packet, topic), flags)
 
 
 def recv_packet(sock: zmq.Socket, flags: int = 0,
@@ -371,7 +480,7 @@ def recv_packet(sock: zmq.Socket, flags: int = 0,
     (without a counter the :class:`ProtocolRejected` propagates). ``zmq.Again`` propagates
     with ``flags=zmq.NOBLOCK`` when nothing is waiting.
     """
-    frames = sock.recv_multipart(flags=flags, copy=False)
+    frames = recv_frames(sock, flags)
     try:
         return decode(frames)
     except ProtocolRejected as e:
