@@ -108,6 +108,13 @@ class Writer:
         self.extra = dict(extra or {})
 
     def write(self, events: np.ndarray) -> None:
+        """Append ``events`` (EVENT_DTYPE); an empty array is a no-op. Subclasses implement ``_write``."""
+        if events.dtype != EVENT_DTYPE:
+            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
+        if len(events):
+            self._write(events)
+
+    def _write(self, events: np.ndarray) -> None:
         raise NotImplementedError
 
     def close(self) -> None:

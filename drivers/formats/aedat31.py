@@ -180,11 +180,7 @@ class Aedat31Writer(Writer):
         self._last_t = -1
         self.events_written = 0
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
-        if len(events) == 0:
-            return
+    def _write(self, events: np.ndarray) -> None:
         t = events["t"]
         w, h = self.sensor_size.width, self.sensor_size.height
         bad = (t < 0) | (events["x"] < 0) | (events["x"] >= w) | (events["y"] < 0) | (events["y"] >= h)

@@ -439,11 +439,7 @@ class Aedat4Writer(Writer):
         self._last_t = INT64_MIN
         self.events_written = 0
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
-        if len(events) == 0:
-            return
+    def _write(self, events: np.ndarray) -> None:
         ss = self.sensor_size
         t = events["t"]
         bad = (events["x"] < 0) | (events["x"] >= ss.width) | (events["y"] < 0) | (events["y"] >= ss.height)

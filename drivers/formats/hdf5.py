@@ -189,11 +189,7 @@ class Hdf5Writer(Writer):
                                         chunks=(1 << 16,), compression=compression) for k in "txyp"}
         self.events_written = 0
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
-        if len(events) == 0:
-            return
+    def _write(self, events: np.ndarray) -> None:
         check_writable(self.path, events, self.sensor_size)
         n0, n1 = self.events_written, self.events_written + len(events)
         for k, ds in self._ds.items():

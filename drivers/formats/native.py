@@ -70,11 +70,7 @@ class NativeWriter(Writer):
         self._n_pending = 0
         self.events_written = 0
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
-        if len(events) == 0:
-            return
+    def _write(self, events: np.ndarray) -> None:
         self._pending.append(events.copy())
         self._n_pending += len(events)
         while self._n_pending >= self.block_events:

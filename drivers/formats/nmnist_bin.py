@@ -116,12 +116,8 @@ class NmnistWriter(Writer):
         self._last_t = 0
         self.events_written = 0
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
+    def _write(self, events: np.ndarray) -> None:
         n = len(events)
-        if n == 0:
-            return
         t, x, y, p = events["t"], events["x"], events["y"], events["p"]
         w, h = self.sensor_size.width, self.sensor_size.height
         if ((x < 0) | (x >= w) | (y < 0) | (y >= h)).any():

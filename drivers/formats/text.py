@@ -168,11 +168,7 @@ class TextWriter(Writer):
         self._f.write(f"# sensor_size {w} {h} {c}\n".encode())
         self.events_written = 0
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
-        if len(events) == 0:
-            return
+    def _write(self, events: np.ndarray) -> None:
         check_writable(self.path, events, self.sensor_size)
         if ((events["p"] != 0) & (events["p"] != 1)).any():
             raise RecordingError(self.path, "text format stores polarity 0/1 only")

@@ -220,9 +220,7 @@ class NpyWriter(Writer):
         pad = HEADER_BYTES - 10 - len(body) - 1
         return MAGIC + b"\x01\x00" + (HEADER_BYTES - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
 
-    def write(self, events: np.ndarray) -> None:
-        if events.dtype != EVENT_DTYPE:
-            raise ValueError(f"expected EVENT_DTYPE events, got {events.dtype}")
+    def _write(self, events: np.ndarray) -> None:
         check_writable(self.path, events, self.sensor_size)
         self._f.write(np.ascontiguousarray(events).tobytes())
         self.events_written += len(events)
