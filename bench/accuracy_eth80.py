@@ -92,7 +92,7 @@ def run_folds(data, encoded, in_shape, folds, cfg: NetConfig, seed: int, stdp_sa
         held = sorted(set(data.groups[te]))
         log(f"  fold {k + 1}/{len(folds)} test {'+'.join(held)} ({len(te)} views): "
             + ", ".join(f"{n} {pct(a)}" for n, a in accs.items())
-            + (f" | random weights: " + ", ".join(f"{n} {pct(v[-1])}" for n, v in res["random"].items()) if baseline else ""))
+            + (" | random weights: " + ", ".join(f"{n} {pct(v[-1])}" for n, v in res["random"].items()) if baseline else ""))
     return res
 
 
