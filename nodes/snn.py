@@ -171,6 +171,12 @@ class ConvResult:
     used_dense: bool = False
 
 
+def _padded(c_out: int) -> int:
+    """Workspace width for C_out maps: a multiple of 8 float64 (one AVX-512 register), so the
+    event kernel's per-position row updates have no scalar remainder."""
+    return -(-int(c_out) // 8) * 8
+
+
 def _pair(v) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
@@ -322,10 +328,12 @@ class SpikingConv:
     def _sparse_workspace(self, n_pos: int) -> tuple[np.ndarray, ...]:
         """Buffers of :func:`~spikeflow.nodes.snn_kernels.conv_event_sparse`, kept across samples."""
         ws = getattr(self, "_sws", None)
-        if ws is None or ws[0].shape != (n_pos, self.out_channels):
+        if ws is None or ws[0].shape != (n_pos, _padded(self.out_channels)):
             n = n_pos * self.out_channels
-            ws = self._workspace(n_pos) + (np.full(n_pos, -1, dtype=np.int64), np.empty(n, dtype=np.int64),
-                                           np.empty(n, dtype=np.int32), np.empty(n))
+            kh, kw = self.kernel
+            ws = (self._workspace(n_pos) + (np.full(n_pos, -1, dtype=np.int64),)
+                  + sk.prune_workspace(n_pos, self.in_channels, kh, kw)
+                  + (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32), np.empty(n)))
             self._sws = ws
         return ws
 
@@ -341,8 +349,9 @@ class SpikingConv:
         """Zeroed buffers of the event-driven kernel, kept across samples (the kernel leaves them
         zero), so a sparse sample costs no dense clearing."""
         ws = getattr(self, "_ws", None)
-        if ws is None or ws[0].shape != (n_pos, self.out_channels):
-            ws = (np.zeros((n_pos, self.out_channels)), np.zeros((n_pos, self.out_channels), dtype=np.bool_),
+        c_pad = _padded(self.out_channels)
+        if ws is None or ws[0].shape != (n_pos, c_pad):
+            ws = (np.zeros((n_pos, c_pad)), np.zeros((n_pos, c_pad), dtype=np.bool_),
                   np.zeros(n_pos, dtype=np.int32), np.zeros(n_pos, dtype=np.int32), np.zeros(n_pos, dtype=np.int32),
                   np.empty(n_pos, dtype=np.int64))
             self._ws = ws

@@ -159,18 +159,6 @@ def spikes_by_step(times, time_steps):
 
 
 @njit(cache=True)
-def _add_row_hits(dst, src, donerow, thresholds):
-    """dst += src over one position's maps; True when a map that has not fired yet is now above
-    its threshold (branch-free, so LLVM vectorises it while the row is in L1)."""
-    hit = False
-    for f in range(dst.shape[0]):
-        x = dst[f] + src[f]
-        dst[f] = x
-        hit |= (x > thresholds[f]) > donerow[f]
-    return hit
-
-
-@njit(cache=True)
 def _scale_row(dst, factor):
     for f in range(dst.shape[0]):
         dst[f] *= factor
@@ -178,22 +166,50 @@ def _scale_row(dst, factor):
 
 @njit(cache=True)
 def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps, leak, skip_settled,
-                        v, done, stamp, last, settled, visited, fired_k, fired_t, fired_v):
+                        prune, v, done, stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t, fired_v):
     """The spiking phase of the event-driven path (see :func:`conv_event_ws`): scatters the input
     spikes into the workspaces and appends every threshold crossing (position·C_out + map, step,
     potential) to the ``fired_*`` arrays, in step order within each band of output rows. Returns
-    ``(n_fired, n_visited)``; the workspaces are left for the caller to read and clear."""
+    ``(n_fired, n_visited)``; the workspaces are left for the caller to read and clear (:func:`_clear_ws`).
+
+    ``v``/``done`` may have more columns than maps (padding to a SIMD-friendly width; padded maps
+    get weight 0 and threshold +inf, so they never fire).
+
+    With ``prune`` (IF neurons only, leak = 1), a position's inputs are first only *recorded*
+    (``pend``, ``npend``) while the bound ``ub`` = Σ max_f W_f(tap) stays <= min_f θ_f: no map can
+    be above its threshold then (every term of V_f is <= the bound's, and rounded float addition is
+    monotonic, so V_f <= ub holds in floating point too). Once the bound passes the smallest
+    threshold (or the record is full), the recorded taps are replayed into ``v`` in arrival order —
+    the same additions in the same order as without pruning, so potentials and spike times are
+    bit-identical — and the position continues unpruned. Most positions a sparse input touches never
+    get near a threshold and never pay the C_out-wide row updates.
+    """
     c_out, _, kh, kw = weights.shape
+    c_pad = v.shape[1]
     ho = out_size(h, kh, stride, pad)
     wo = out_size(w, kw, stride, pad)
     n_pos = ho * wo
-    # feature-last layouts keep the innermost loop contiguous (SIMD)
-    wt = np.empty((c_in, kh, kw, c_out))
+    n_taps = c_in * kh * kw
+    # feature-last layouts keep the innermost loop contiguous (SIMD); one row per tap
+    wt = np.zeros((n_taps, c_pad))
+    wmax = np.zeros(n_taps)
     for f in range(c_out):
         for c in range(c_in):
             for ky in range(kh):
                 for kx in range(kw):
-                    wt[c, ky, kx, f] = weights[f, c, ky, kx]
+                    tap = (c * kh + ky) * kw + kx
+                    wv = weights[f, c, ky, kx]
+                    wt[tap, f] = wv
+                    if wv > wmax[tap]:
+                        wmax[tap] = wv
+    thr = np.full(c_pad, np.inf)
+    thr_min = np.inf
+    for f in range(c_out):
+        thr[f] = thresholds[f]
+        if thresholds[f] < thr_min:
+            thr_min = thresholds[f]
+    cap_pend = pend.shape[1]
+    prune = prune and leak == 1.0 and cap_pend > 0
     cand = np.empty(n_pos, dtype=np.int64)
     cand_stamp = np.zeros(n_pos, dtype=np.int32)
     n_visited = 0
@@ -202,7 +218,7 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
     leaky = leak != 1.0
     # Output rows are processed in bands whose potentials fit in L2 (~512 KB), each band over
     # all time steps: a neuron only depends on its own inputs, so the order across bands is free.
-    band = max(1, 65536 // max(1, wo * c_out))
+    band = max(1, 65536 // max(1, wo * c_pad))
     for b0 in range(0, ho, band):
         b1 = min(ho, b0 + band)
         for t in range(time_steps):
@@ -248,15 +264,43 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
                             if leaky and t > last[pos]:
                                 _scale_row(v[pos], math.pow(leak, t - last[pos]))
                             last[pos] = t
+                        tap = (c * kh + ky) * kw + kx
+                        row = v[pos]
+                        if prune and npend[pos] >= 0:
+                            bound = ub[pos] + wmax[tap]
+                            n_p = npend[pos]
+                            if bound <= thr_min and n_p < cap_pend:
+                                ub[pos] = bound  # no map can fire yet: only record the tap
+                                pend[pos, n_p] = tap
+                                npend[pos] = n_p + 1
+                                continue
+                            for r in range(n_p):  # replay in arrival order, then go on unpruned
+                                wrow = wt[pend[pos, r]]
+                                for f in range(c_pad):
+                                    row[f] += wrow[f]
+                            npend[pos] = -1
+                        wrow = wt[tap]
+                        hit = False
+                        if skip_settled:  # an unsettled position has no map done yet
+                            for f in range(c_pad):
+                                xv = row[f] + wrow[f]
+                                row[f] = xv
+                                hit |= xv > thr[f]
+                        else:
+                            drow = done[pos]
+                            for f in range(c_pad):
+                                xv = row[f] + wrow[f]
+                                row[f] = xv
+                                hit |= (xv > thr[f]) > drow[f]
                         # weights >= 0: a map above threshold now is still above at the end of the step
-                        if _add_row_hits(v[pos], wt[c, ky, kx], done[pos], thresholds) and cand_stamp[pos] != t + 1:
+                        if hit and cand_stamp[pos] != t + 1:
                             cand_stamp[pos] = t + 1
                             cand[n_cand] = pos
                             n_cand += 1
             for i in range(n_cand):
                 pos = cand[i]
                 for f in range(c_out):
-                    if v[pos, f] > thresholds[f] and not done[pos, f]:
+                    if v[pos, f] > thr[f] and not done[pos, f]:
                         done[pos, f] = True
                         settled[pos] = t + 1
                         fired_k[n_fired] = pos * c_out + f
@@ -264,6 +308,30 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
                         fired_v[n_fired] = v[pos, f]
                         n_fired += 1
     return n_fired, n_visited
+
+
+@njit(cache=True)
+def _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend):
+    """Zero the workspace entries of the visited positions (left clean for the next sample)."""
+    c_pad = v.shape[1]
+    for i in range(n_visited):
+        pos = visited[i]
+        stamp[pos] = 0
+        last[pos] = 0
+        settled[pos] = 0
+        ub[pos] = 0.0
+        npend[pos] = 0
+        for f in range(c_pad):
+            v[pos, f] = 0.0
+            done[pos, f] = False
+
+
+@njit(cache=True)
+def prune_workspace(n_pos, c_in, kh, kw):
+    """Pruning buffers of :func:`_conv_event_scatter`: ``ub`` float64 and ``npend`` int32
+    (H_out·W_out,) zero, ``pend`` int32 (H_out·W_out, min(C_in·kh·kw, 64)) (contents free)."""
+    return (np.zeros(n_pos), np.zeros(n_pos, dtype=np.int32),
+            np.empty((n_pos, min(c_in * kh * kw, 64)), dtype=np.int32))
 
 
 @njit(cache=True)
@@ -296,9 +364,10 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
     fired_k = np.empty(cap, dtype=np.int64)
     fired_t = np.empty(cap, dtype=np.int32)
     fired_v = np.empty(cap)
+    ub, npend, pend = prune_workspace(n_pos, c_in, kh, kw)
     n_fired, n_visited = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps,
-                                             leak, inhibit and want_potentials < 2, v, done, stamp, last, settled,
-                                             visited, fired_k, fired_t, fired_v)
+                                             leak, inhibit and want_potentials < 2, want_potentials < 2, v, done,
+                                             stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t, fired_v)
     leaky = leak != 1.0
     t_out = np.full((c_out, ho, wo), NO_SPIKE, dtype=np.int32)
     v_first = np.zeros((c_out, ho, wo) if want_potentials >= 1 else (0, 0, 0))
@@ -342,14 +411,7 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
                 v_final[f, oy, ox] = v[pos, f] * scale
     else:
         v_final = np.zeros((0, 0, 0))
-    for i in range(n_visited):  # leave the workspaces zero for the next sample
-        pos = visited[i]
-        stamp[pos] = 0
-        last[pos] = 0
-        settled[pos] = 0
-        for f in range(c_out):
-            v[pos, f] = 0.0
-            done[pos, f] = False
+    _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend)  # zero for the next sample
     return t_out, v_first, v_final, n_in, n_out, n_fired - n_out
 
 
@@ -454,7 +516,7 @@ def sparse_scatter_(flat_map, order, starts, time_steps, value_of_step):
 
 @njit(cache=True)
 def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps, leak, inhibit,
-                      v, done, stamp, last, settled, visited, best, fired_k, fired_t, fired_v):
+                      v, done, stamp, last, settled, visited, best, ub, npend, pend, fired_k, fired_t, fired_v):
     """Event-driven convolution from a sparse sample to a sparse sample (no dense map in or out).
 
     Same spikes as :func:`conv_event_ws` (same scatter, same pointwise inhibition), returned as
@@ -470,8 +532,8 @@ def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pa
     wo = out_size(w, kw, stride, pad)
     n_pos = ho * wo
     n_fired, n_visited = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps,
-                                             leak, inhibit, v, done, stamp, last, settled, visited,
-                                             fired_k, fired_t, fired_v)
+                                             leak, inhibit, True, v, done, stamp, last, settled, visited, ub, npend,
+                                             pend, fired_k, fired_t, fired_v)
     n_neurons = c_out * n_pos
     keys = np.empty(n_fired, dtype=np.int64)
     vals = np.empty(n_fired)
@@ -509,14 +571,7 @@ def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pa
         out_starts[t + 1] += 1
     for t in range(time_steps):
         out_starts[t + 1] += out_starts[t]
-    for i in range(n_visited):  # leave the workspaces zero for the next sample
-        pos = visited[i]
-        stamp[pos] = 0
-        last[pos] = 0
-        settled[pos] = 0
-        for f in range(c_out):
-            v[pos, f] = 0.0
-            done[pos, f] = False
+    _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend)  # zero for the next sample
     return out_order, out_starts, out_v, starts[time_steps], n_out, n_fired - n_out
 
 

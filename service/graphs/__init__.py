@@ -1,0 +1,1 @@
+"""Built-in graph files (TOML): ``default`` (demo), ``gesture`` (the bundled model's graph)."""
