@@ -26,8 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # naive.py: the reference twins
 
-from spikeflow.nodes.encoders import polarity_times  # noqa: E402
-from spikeflow.nodes.snn import Network, Stdp  # noqa: E402
+from spikeflow.nodes.snn import NO_SPIKE, Network, Stdp  # noqa: E402
+from spikeflow.nodes.snn_kernels import sparse_from_events  # noqa: E402
 from spikeflow.service.events import as_events, time_slice  # noqa: E402
 
 CLIPS = REPO / ".." / "shared" / "recordings" / "slayer-dvsgesture"
@@ -64,14 +64,19 @@ def run_fast(net: Network, wins, args, learn: bool, path: str) -> None:
     step = -(-args.window_us // T)
     for layer in net.conv_layers:
         layer.path = path
+    c1, p1, c2, p2 = net.layers
+    first = np.full(2 * 128 * 128, NO_SPIKE, dtype=np.int32)
     for ws, ev in wins:
-        t = polarity_times(ev, 2, 128, 128, ws, step, T)
-        # the layer chain as the snn_conv / snn_pool nodes run it (outputs dropped after use);
-        # both conv layers learn live, in streaming order, when learning is on
-        out1 = net.layers[0].forward(t, T, learn=learn, potentials=False)
-        p1 = net.layers[1].forward(out1.times, T)
-        out2 = net.layers[2].forward(p1, T, learn=learn, potentials=False)
-        net.layers[3].forward(out2.times, T)
+        # polarity coding straight to a sparse sample, then the layer chain as the snn_conv /
+        # snn_pool nodes run it (sparse samples between layers, outputs dropped after use); both
+        # conv layers learn live, in streaming order, when learning is on. path = "dense" goes
+        # through the dense kernels on spike-time maps.
+        sample = sparse_from_events(ev["p"].astype(np.int64), ev["y"].astype(np.int64), ev["x"].astype(np.int64),
+                                    (ev["t"] - ws) // step, 2, 128, 128, T, first)
+        o, st, _ = c1.forward_sparse(*sample, (128, 128), T, learn=learn)
+        o, st = p1.forward_sparse(o, st, (30, 128, 128), T)
+        o, st, _ = c2.forward_sparse(o, st, (64, 64), T, learn=learn)
+        p2.forward_sparse(o, st, (100, 64, 64), T)
 
 
 def build_nodes(args, learn: bool):

@@ -24,8 +24,8 @@ import numpy as np
 
 from spikeflow.nodes import encoder_kernels as ek
 from spikeflow.nodes.base import Node, PortMeta, param
-from spikeflow.nodes.snn import NO_SPIKE, events_from_times
-from spikeflow.nodes.snn_kernels import times_from_events
+from spikeflow.nodes.snn import NO_SPIKE, events_from_sparse, events_from_times
+from spikeflow.nodes.snn_kernels import sparse_from_events, times_from_events
 from spikeflow.service.errors import GraphError, ParamError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, is_sorted, time_slice
 from spikeflow.service.packet import Packet
@@ -253,9 +253,13 @@ class _WindowEncoder(Node):
             if len(ev) < self.params.min_events:
                 self.counters["empty_windows"] += 1
                 continue
-            times = self._encode(ev, ws)
-            spikes = events_from_times(times, ws, self._step_us, self.params.time_steps)
-            c, h, w = times.shape
+            if hasattr(self, "_encode_sparse"):  # no dense map: spikes straight from the events
+                (order, starts), (c, h, w) = self._encode_sparse(ev, ws)
+                spikes = events_from_sparse(order, starts, (c, h, w), ws, self._step_us)
+            else:
+                times = self._encode(ev, ws)
+                spikes = events_from_times(times, ws, self._step_us, self.params.time_steps)
+                c, h, w = times.shape
             out.append(Packet(kind="spikes", stream=f"{self.name}.spikes_out", seq=self._seq,
                               sensor_size=SensorSize(w, h, c), t0_us=ws, t1_us=ws + self.params.window_us,
                               sent_ns=self._sent_ns, events=spikes,
@@ -343,6 +347,18 @@ class PolarityEncoder(_WindowEncoder):
         p = self.params
         h, w = self._sensor.height // p.downsample, self._sensor.width // p.downsample
         return polarity_times(ev, 2, h, w, ws, self._step_us, p.time_steps, p.downsample)
+
+    def _encode_sparse(self, ev: np.ndarray, ws: int):
+        """:meth:`_encode` as a sparse sample (same spikes): ``((order, starts), (2, H, W))``."""
+        p = self.params
+        h, w = self._sensor.height // p.downsample, self._sensor.width // p.downsample
+        first = getattr(self, "_first_buf", None)
+        if first is None or first.size != 2 * h * w:
+            first = self._first_buf = np.full(2 * h * w, NO_SPIKE, dtype=np.int32)
+        step = (ev["t"].astype(np.int64) - ws) // self._step_us
+        sample = sparse_from_events(ev["p"].astype(np.int64), ev["y"].astype(np.int64) // p.downsample,
+                                    ev["x"].astype(np.int64) // p.downsample, step, 2, h, w, p.time_steps, first)
+        return sample, (2, h, w)
 
     def describe(self) -> dict[str, Any]:
         p = self.params

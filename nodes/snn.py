@@ -115,11 +115,31 @@ def events_from_times(t: np.ndarray, t_start_us: int, step_us: int, time_steps: 
         spiking = t != NO_SPIKE
         time_steps = int(t[spiking].max()) + 1 if spiking.any() else 1
     order, starts = sk.spikes_by_step(np.ascontiguousarray(t, dtype=np.int32), int(time_steps))
-    _, h, w = t.shape
+    return events_from_sparse(order, starts, t.shape, t_start_us, step_us)
+
+
+def sparse_from_packet(events: np.ndarray, shape: tuple[int, int, int], t_start_us: int, step_us: int,
+                       time_steps: int, first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Spike events (p = channel) of one sample -> sparse sample ``(order, starts)`` (see
+    :func:`~spikeflow.nodes.snn_kernels.spikes_by_step`): the first spike of each neuron, as
+    :func:`times_from_packet` would map it, without a dense map. ``first``: a reusable flat int32
+    NO_SPIKE buffer of C·H·W entries (left so)."""
+    c, h, w = (int(v) for v in shape)
+    if first is None or first.size != c * h * w:
+        first = np.full(c * h * w, NO_SPIKE, dtype=np.int32)
+    step = (events["t"] - t_start_us) // step_us
+    return sk.sparse_from_events(events["p"].astype(np.int64), events["y"].astype(np.int64),
+                                 events["x"].astype(np.int64), step.astype(np.int64), c, h, w, int(time_steps), first)
+
+
+def events_from_sparse(order: np.ndarray, starts: np.ndarray, shape: tuple[int, int, int], t_start_us: int,
+                       step_us: int) -> np.ndarray:
+    """Sparse sample -> spike events sorted by time, then (p, y, x) (p = feature map)."""
+    _, h, w = shape
     c, rem = np.divmod(order, h * w)
     y, x = np.divmod(rem, w)
     ev = np.empty(len(order), EVENT_DTYPE)
-    ev["t"] = t_start_us + np.repeat(np.arange(time_steps, dtype=np.int64), np.diff(starts)) * step_us
+    ev["t"] = t_start_us + np.repeat(np.arange(len(starts) - 1, dtype=np.int64), np.diff(starts)) * step_us
     ev["x"] = x
     ev["y"] = y
     ev["p"] = c
@@ -656,20 +676,26 @@ class _SpikingNode(Node):
 
     layer: Any
 
-    def _emit(self, packet: Packet, t_out: np.ndarray, T: int, step: int, t0: int, extra=None) -> dict:
-        ev = events_from_times(t_out, t0, step, T)
-        c, h, w = t_out.shape
+    def _emit(self, packet: Packet, sample: tuple[np.ndarray, np.ndarray], shape: tuple[int, int, int], step: int,
+              t0: int, extra=None) -> dict:
+        ev = events_from_sparse(sample[0], sample[1], shape, t0, step)
+        c, h, w = shape
+        T = len(sample[1]) - 1
         out = Packet(kind="spikes", stream=f"{self.name}.spikes_out", seq=self._seq, sensor_size=SensorSize(w, h, c),
                      t0_us=packet.t0_us, t1_us=packet.t1_us, sent_ns=packet.sent_ns, events=ev,
                      data={"layer": self.name, "time_steps": T, "step_us": step, "t_start_us": t0, **(extra or {})})
         self._seq += 1
         return {"spikes_out": [out]}
 
-    def _input_times(self, packet: Packet):
+    def _input_sparse(self, packet: Packet):
+        """The packet's spikes as a sparse sample (no dense map; a reused dedup buffer)."""
         T, step, t0 = _sample_timing(packet, self.params.time_steps, self.params.step_us)
         ev = packet.events if packet.events is not None else np.zeros(0, EVENT_DTYPE)
-        self._in_buf = times_from_packet(ev, self._in_shape, t0, step, T, getattr(self, "_in_buf", None))
-        return self._in_buf, T, step, t0
+        buf = getattr(self, "_first_buf", None)
+        if buf is None or buf.size != int(np.prod(self._in_shape)):
+            buf = self._first_buf = np.full(int(np.prod(self._in_shape)), NO_SPIKE, dtype=np.int32)
+        order, starts = sparse_from_packet(ev, self._in_shape, t0, step, T, buf)
+        return order, starts, T, step, t0
 
     def describe(self) -> dict[str, Any]:
         d = self.layer.describe()
@@ -731,12 +757,15 @@ class SpikingConvNode(_SpikingNode):
         except ValueError as e:
             raise GraphError(f"nodes.{self.name}.params", str(e)) from None
         self._seq = 0
+        self._out_shape = (p.out_channels, ho, wo)
         return {"spikes_out": PortMeta("spikes", SensorSize(wo, ho, p.out_channels))}
 
     def process(self, port: str, packet: Packet):
-        t_in, T, step, t0 = self._input_times(packet)
-        res = self.layer.forward(t_in, T, learn=self.params.learn, potentials=False)
-        return self._emit(packet, res.times, T, step, t0, {"winners": res.winners.tolist()} if self.params.learn else None)
+        order, starts, T, step, t0 = self._input_sparse(packet)
+        c, h, w = self._in_shape
+        learn = self.params.learn
+        o, st, winners = self.layer.forward_sparse(order, starts, (h, w), T, learn=learn)
+        return self._emit(packet, (o, st), self._out_shape, step, t0, {"winners": winners.tolist()} if learn else None)
 
     def configure(self, **changes: Any) -> None:
         super().configure(**changes)  # e.g. learn on/off live; geometry changes need a rebuild
@@ -785,11 +814,12 @@ class FirstSpikePoolNode(_SpikingNode):
         except ValueError as e:
             raise GraphError(f"nodes.{self.name}.params", str(e)) from None
         self._seq = 0
+        self._out_shape = (int(c), ho, wo)
         return {"spikes_out": PortMeta("spikes", SensorSize(wo, ho, int(c)))}
 
     def process(self, port: str, packet: Packet):
-        t_in, T, step, t0 = self._input_times(packet)
-        return self._emit(packet, self.layer.forward(t_in, T), T, step, t0)
+        order, starts, T, step, t0 = self._input_sparse(packet)
+        return self._emit(packet, self.layer.forward_sparse(order, starts, self._in_shape, T), self._out_shape, step, t0)
 
     def stats(self) -> dict[str, Any]:
         return self.layer.stats()

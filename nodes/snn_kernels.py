@@ -169,8 +169,11 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
                         prune, v, done, stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t, fired_v):
     """The spiking phase of the event-driven path (see :func:`conv_event_ws`): scatters the input
     spikes into the workspaces and appends every threshold crossing (position·C_out + map, step,
-    potential) to the ``fired_*`` arrays, in step order within each band of output rows. Returns
-    ``(n_fired, n_visited)``; the workspaces are left for the caller to read and clear (:func:`_clear_ws`).
+    potential) to the ``fired_*`` arrays, in step order within each band of output rows. With
+    ``skip_settled`` (pointwise inhibition on) a position is decided at its first crossing step, so
+    only its winner is listed and the other maps crossing with it are counted in ``n_lost``.
+    Returns ``(n_fired, n_visited, n_lost)``; the workspaces are left for the caller to read and
+    clear (:func:`_clear_ws`).
 
     ``v``/``done`` may have more columns than maps (padding to a SIMD-friendly width; padded maps
     get weight 0 and threshold +inf, so they never fire).
@@ -210,10 +213,14 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
             thr_min = thresholds[f]
     cap_pend = pend.shape[1]
     prune = prune and leak == 1.0 and cap_pend > 0
+    if prune and skip_settled:
+        return _scatter_pruned_if(order, starts, h, w, kh, kw, c_out, wt, wmax, thr, thr_min, stride, pad,
+                                  time_steps, v, visited, ub, npend, pend, fired_k, fired_t, fired_v)
     cand = np.empty(n_pos, dtype=np.int64)
     cand_stamp = np.zeros(n_pos, dtype=np.int32)
     n_visited = 0
     n_fired = 0
+    n_lost = 0
     hw = h * w
     leaky = leak != 1.0
     # Output rows are processed in bands whose potentials fit in L2 (~512 KB), each band over
@@ -299,6 +306,25 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
                             n_cand += 1
             for i in range(n_cand):
                 pos = cand[i]
+                if skip_settled:
+                    # the position is decided at this step: keep only its pointwise winner (higher
+                    # potential, then lower map), count the maps it silences
+                    fb = -1
+                    for f in range(c_out):
+                        if v[pos, f] > thr[f]:
+                            n_lost += 1
+                            if fb < 0 or v[pos, f] > v[pos, fb]:
+                                fb = f
+                    if fb < 0:
+                        continue
+                    n_lost -= 1
+                    done[pos, fb] = True
+                    settled[pos] = t + 1
+                    fired_k[n_fired] = pos * c_out + fb
+                    fired_t[n_fired] = t
+                    fired_v[n_fired] = v[pos, fb]
+                    n_fired += 1
+                    continue
                 for f in range(c_out):
                     if v[pos, f] > thr[f] and not done[pos, f]:
                         done[pos, f] = True
@@ -307,12 +333,118 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
                         fired_t[n_fired] = t
                         fired_v[n_fired] = v[pos, f]
                         n_fired += 1
-    return n_fired, n_visited
+    return n_fired, n_visited, n_lost
+
+
+@njit(cache=True)
+def _scatter_pruned_if(order, starts, h, w, kh, kw, c_out, wt, wmax, thr, thr_min, stride, pad, time_steps,
+                       v, visited, ub, npend, pend, fired_k, fired_t, fired_v):
+    """:func:`_conv_event_scatter` for its most common case — IF neurons (leak = 1), pointwise
+    inhibition, pruning — with the per-position state in one array: ``npend`` = 0 untouched,
+    n > 0 pending (n taps recorded), −1 materialised (potentials in ``v``), −2 settled (fired in
+    an earlier step). Same additions in the same order, same crossings, same return value."""
+    c_pad = v.shape[1]
+    ho = out_size(h, kh, stride, pad)
+    wo = out_size(w, kw, stride, pad)
+    n_pos = ho * wo
+    cap_pend = pend.shape[1]
+    cand = np.empty(n_pos, dtype=np.int64)
+    cand_stamp = np.zeros(n_pos, dtype=np.int32)
+    n_visited = 0
+    n_fired = 0
+    n_lost = 0
+    hw = h * w
+    band = max(1, 65536 // max(1, wo * c_pad))
+    for b0 in range(0, ho, band):
+        b1 = min(ho, b0 + band)
+        for t in range(time_steps):
+            n_cand = 0
+            for j in range(starts[t], starts[t + 1]):
+                idx = order[j]
+                c = idx // hw
+                rem = idx - c * hw
+                y = rem // w
+                if (y + pad) // stride < b0 or y + pad - kh + 1 >= b1 * stride:
+                    continue  # reaches no output row of this band
+                x = rem - y * w
+                for ky in range(kh):
+                    ny = y + pad - ky
+                    if ny < 0:
+                        continue
+                    oy = ny
+                    if stride != 1:
+                        if ny % stride != 0:
+                            continue
+                        oy = ny // stride
+                    if oy < b0 or oy >= b1:
+                        continue
+                    tap0 = (c * kh + ky) * kw
+                    for kx in range(kw):
+                        nx = x + pad - kx
+                        if nx < 0:
+                            continue
+                        ox = nx
+                        if stride != 1:
+                            if nx % stride != 0:
+                                continue
+                            ox = nx // stride
+                        if ox >= wo:
+                            continue
+                        pos = oy * wo + ox
+                        state = npend[pos]
+                        if state == -2:
+                            continue  # fired in an earlier step: the winner here is decided
+                        tap = tap0 + kx
+                        row = v[pos]
+                        if state >= 0:
+                            if state == 0:
+                                visited[n_visited] = pos
+                                n_visited += 1
+                            bound = ub[pos] + wmax[tap]
+                            if bound <= thr_min and state < cap_pend:
+                                ub[pos] = bound  # no map can fire yet: only record the tap
+                                pend[pos, state] = tap
+                                npend[pos] = state + 1
+                                continue
+                            for r in range(state):  # replay in arrival order, then go on unpruned
+                                wrow = wt[pend[pos, r]]
+                                for f in range(c_pad):
+                                    row[f] += wrow[f]
+                            npend[pos] = -1
+                        wrow = wt[tap]
+                        hit = False
+                        for f in range(c_pad):
+                            xv = row[f] + wrow[f]
+                            row[f] = xv
+                            hit |= xv > thr[f]
+                        # weights >= 0: a map above threshold now is still above at the end of the step
+                        if hit and cand_stamp[pos] != t + 1:
+                            cand_stamp[pos] = t + 1
+                            cand[n_cand] = pos
+                            n_cand += 1
+            for i in range(n_cand):
+                pos = cand[i]
+                fb = -1
+                for f in range(c_out):
+                    if v[pos, f] > thr[f]:
+                        n_lost += 1
+                        if fb < 0 or v[pos, f] > v[pos, fb]:
+                            fb = f
+                if fb < 0:
+                    continue
+                n_lost -= 1
+                npend[pos] = -2
+                fired_k[n_fired] = pos * c_out + fb
+                fired_t[n_fired] = t
+                fired_v[n_fired] = v[pos, fb]
+                n_fired += 1
+    return n_fired, n_visited, n_lost
 
 
 @njit(cache=True)
 def _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend):
-    """Zero the workspace entries of the visited positions (left clean for the next sample)."""
+    """Zero the workspace entries of the visited positions (left clean for the next sample);
+    potential rows of positions that only ever recorded taps (``npend`` > 0) were never written."""
     c_pad = v.shape[1]
     for i in range(n_visited):
         pos = visited[i]
@@ -320,10 +452,11 @@ def _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend):
         last[pos] = 0
         settled[pos] = 0
         ub[pos] = 0.0
+        if npend[pos] <= 0:
+            for f in range(c_pad):
+                v[pos, f] = 0.0
+                done[pos, f] = False
         npend[pos] = 0
-        for f in range(c_pad):
-            v[pos, f] = 0.0
-            done[pos, f] = False
 
 
 @njit(cache=True)
@@ -365,9 +498,11 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
     fired_t = np.empty(cap, dtype=np.int32)
     fired_v = np.empty(cap)
     ub, npend, pend = prune_workspace(n_pos, c_in, kh, kw)
-    n_fired, n_visited = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps,
-                                             leak, inhibit and want_potentials < 2, want_potentials < 2, v, done,
-                                             stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t, fired_v)
+    n_fired, n_visited, n_lost = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad,
+                                                     time_steps, leak, inhibit and want_potentials < 2,
+                                                     want_potentials < 2, v, done,
+                                                     stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t,
+                                                     fired_v)
     leaky = leak != 1.0
     t_out = np.full((c_out, ho, wo), NO_SPIKE, dtype=np.int32)
     v_first = np.zeros((c_out, ho, wo) if want_potentials >= 1 else (0, 0, 0))
@@ -412,7 +547,7 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
     else:
         v_final = np.zeros((0, 0, 0))
     _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend)  # zero for the next sample
-    return t_out, v_first, v_final, n_in, n_out, n_fired - n_out
+    return t_out, v_first, v_final, n_in, n_out, n_fired + n_lost - n_out
 
 
 @njit(cache=True)
@@ -531,9 +666,9 @@ def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pa
     ho = out_size(h, kh, stride, pad)
     wo = out_size(w, kw, stride, pad)
     n_pos = ho * wo
-    n_fired, n_visited = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps,
-                                             leak, inhibit, True, v, done, stamp, last, settled, visited, ub, npend,
-                                             pend, fired_k, fired_t, fired_v)
+    n_fired, n_visited, n_lost = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad,
+                                                     time_steps, leak, inhibit, True, v, done, stamp, last, settled,
+                                                     visited, ub, npend, pend, fired_k, fired_t, fired_v)
     n_neurons = c_out * n_pos
     keys = np.empty(n_fired, dtype=np.int64)
     vals = np.empty(n_fired)
@@ -572,7 +707,7 @@ def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pa
     for t in range(time_steps):
         out_starts[t + 1] += out_starts[t]
     _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend)  # zero for the next sample
-    return out_order, out_starts, out_v, starts[time_steps], n_out, n_fired - n_out
+    return out_order, out_starts, out_v, starts[time_steps], n_out, n_fired + n_lost - n_out
 
 
 @njit(cache=True)

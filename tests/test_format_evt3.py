@@ -335,8 +335,10 @@ def test_property_encode_decode_identity(tmp_path, data):
     back, info = read_recording(out, time_policy="strict")
     assert info.sensor_size == SensorSize(w, h, 2)
     assert back.tobytes() == ev.tobytes()
-    # the naive one-ADDR_X-per-event encoding decodes to the same events
-    plain = evt3_file(tmp_path / "plain.raw", encode_evt3_plain(ev), lines=("evt 3.0", f"geometry {w}x{h}"))
+    # the naive one-ADDR_X-per-event encoding decodes to the same events; "% end" closes the
+    # header as Metavision writes it (without it, a first data byte of 0x25 '%' reads as header)
+    plain = evt3_file(tmp_path / "plain.raw", encode_evt3_plain(ev),
+                      lines=("evt 3.0", f"geometry {w}x{h}", "end"))
     assert read_recording(plain)[0].tobytes() == ev.tobytes()
 
 
@@ -440,3 +442,19 @@ def test_sniffing_by_format_line_alone(tmp_path):
     v2 = evt3_file(tmp_path / "b.bin", [0x8000, 0x8000], lines=("format EVT2;height=4;width=4",))
     assert detect_format(v3) == "evt3" and detect_format(v2) == "evt2"  # not from the extension
     assert read_recording(v3)[0].tolist() == [(0, 2, 1, 0)]
+
+
+def test_first_data_byte_percent_needs_the_end_line(tmp_path):
+    """0x8025 (TIME_HIGH 37) starts with the byte '%': only "% end" tells it from a header line
+    (Metavision writes it; so does our writer). Without it the reader reports a bad header."""
+    ev = make_events([152824, 152830], [0, 1], [0, 0], [1, 0])
+    words = encode_evt3_plain(ev)
+    assert words.tobytes()[0:1] == b"%"
+    ok = evt3_file(tmp_path / "ok.raw", words, lines=("evt 3.0", "geometry 2x1", "end"))
+    assert read_recording(ok)[0].tobytes() == ev.tobytes()
+    bad = evt3_file(tmp_path / "bad.raw", words, lines=("evt 3.0", "geometry 2x1"))
+    with pytest.raises(RecordingError, match="bad.raw at byte 25"):
+        read_recording(bad)
+    with Evt3Writer(tmp_path / "ours.raw", (2, 1)) as w:
+        w.write(ev)
+    assert read_recording(tmp_path / "ours.raw")[0].tobytes() == ev.tobytes()

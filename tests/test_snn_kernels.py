@@ -217,3 +217,110 @@ def test_event_path_bands_large_maps_like_dense(seed):
     np.testing.assert_allclose(ev[1], de[1], atol=1e-9)
     np.testing.assert_allclose(ev[2], de[2], atol=1e-9)
     assert ev[3:] == de[3:]
+
+
+# -- sparse samples (the streaming path: no dense maps between layers) -----------------------
+
+def _sparse_ws(n_pos, c_out, c_in, kh, kw, pad_to=8):
+    c_pad = -(-c_out // pad_to) * pad_to
+    n = n_pos * c_out
+    return ((np.zeros((n_pos, c_pad)), np.zeros((n_pos, c_pad), bool), np.zeros(n_pos, np.int32),
+             np.zeros(n_pos, np.int32), np.zeros(n_pos, np.int32), np.empty(n_pos, np.int64),
+             np.full(n_pos, -1, np.int64)) + sk.prune_workspace(n_pos, c_in, kh, kw)
+            + (np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n)))
+
+
+def _assert_ws_clean(ws):
+    v, done, stamp, last, settled, _, best, ub, npend, _, *_ = ws
+    assert not v.any() and not done.any() and not stamp.any() and not last.any() and not settled.any()
+    assert (best == -1).all() and not ub.any() and not npend.any()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("inhibit", [False, True])
+def test_conv_event_sparse_matches_naive(seed, inhibit):
+    times, weights, thr, stride, pad, T, leak = random_case(seed)
+    c_in, h, w = times.shape
+    c_out, _, kh, kw = weights.shape
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    order, starts = sk.spikes_by_step(times, T)
+    t_ref, v1_ref, _ = naive.conv(times, weights, thr, stride, pad, T, leak)
+    n_fired = int((t_ref != sk.NO_SPIKE).sum())
+    if inhibit:
+        t_ref, v1_ref = naive.pointwise_inhibition(t_ref, v1_ref)
+    ws = _sparse_ws(ho * wo, c_out, c_in, kh, kw)
+    for _ in range(2):  # the reused workspaces are left clean: a second run gives the same result
+        o, st, v_out, n_in, n_out, n_inh = sk.conv_event_sparse(order, starts, c_in, h, w, weights, thr, stride, pad,
+                                                                T, leak, inhibit, *ws)
+        np.testing.assert_array_equal(sk.sparse_to_times(o, st, c_out, ho, wo, T), t_ref)
+        flat_t = np.repeat(np.arange(T), np.diff(st))
+        assert (np.diff(flat_t * t_ref.size + o) > 0).all()                  # sorted by (step, flat index)
+        np.testing.assert_allclose(v_out, v1_ref.ravel()[o], atol=1e-6)     # potential at the spike
+        assert n_in == (times != sk.NO_SPIKE).sum() and n_out == len(o)
+        assert n_out + n_inh == n_fired                                      # every crossing is counted
+        _assert_ws_clean(ws)
+
+
+def test_conv_event_sparse_pending_record_overflows():
+    # 100 taps per neuron, thresholds so high that more than the 64 recorded taps arrive before
+    # any map can fire: the record fills up and the position is materialised early
+    rng = np.random.default_rng(5)
+    times = random_times(rng, 4, 12, 12, 6, 0.95)
+    weights = rng.uniform(0, 0.5, (40, 4, 5, 5))
+    thr = rng.uniform(30, 40, 40)
+    t_ref, v1_ref, _ = naive.conv(times, weights, thr, 1, 2, 6)
+    t_ref, v1_ref = naive.pointwise_inhibition(t_ref, v1_ref)
+    assert (t_ref != sk.NO_SPIKE).any()
+    order, starts = sk.spikes_by_step(times, 6)
+    ws = _sparse_ws(144, 40, 4, 5, 5)
+    assert ws[9].shape[1] == 64
+    o, st, v_out, *_ = sk.conv_event_sparse(order, starts, 4, 12, 12, weights, thr, 1, 2, 6, 1.0, True, *ws)
+    np.testing.assert_array_equal(sk.sparse_to_times(o, st, 40, 12, 12, 6), t_ref)
+    np.testing.assert_allclose(v_out, v1_ref.ravel()[o], atol=1e-6)
+    for want in (0, 1, 2):
+        np.testing.assert_array_equal(sk.conv_event(times, weights, thr, 1, 2, 6, 1.0, True, want)[0], t_ref)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pool_sparse_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 4))
+    stride = int(rng.integers(1, 4))
+    pad = int(rng.integers(0, k))
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(k, 12)), int(rng.integers(k, 12))
+    times = random_times(rng, c, h, w, 8, 0.3)
+    ref = naive.pool(times, k, stride, pad, 8)
+    first = np.full(ref.size, sk.NO_SPIKE, np.int32)
+    o, st, n_in, n_out = sk.pool_sparse(*sk.spikes_by_step(times, 8), c, h, w, k, stride, pad, 8, first)
+    np.testing.assert_array_equal(sk.sparse_to_times(o, st, *ref.shape, 8), ref)
+    np.testing.assert_array_equal((o, st), sk.spikes_by_step(ref, 8))        # same order as from the map
+    assert n_in == (times != sk.NO_SPIKE).sum() and n_out == (ref != sk.NO_SPIKE).sum()
+    assert (first == sk.NO_SPIKE).all()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_k_winners_sparse_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    t = random_times(rng, int(rng.integers(1, 8)), int(rng.integers(1, 10)), int(rng.integers(1, 10)), 3, 0.4)
+    v = rng.uniform(0, 3, t.shape).round(1)
+    k = int(rng.integers(1, 6))
+    radius = int(rng.integers(0, 3))
+    o, st = sk.spikes_by_step(t, 3)
+    winners, t_post = sk.k_winners_sparse(o, st, v.ravel()[o], t.shape[1], t.shape[2], 3, k, radius)
+    ref = naive.k_winners(t, v, k, radius)
+    np.testing.assert_array_equal(winners, ref)
+    np.testing.assert_array_equal(t_post, [t[f, y, x] for f, y, x in ref])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sparse_from_events_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 300))
+    c, y, x = rng.integers(-1, 4, n), rng.integers(-1, 9, n), rng.integers(-1, 9, n)
+    step = rng.integers(-2, 12, n)
+    first = np.full(3 * 8 * 8, sk.NO_SPIKE, np.int32)
+    o, st = sk.sparse_from_events(c, y, x, step, 3, 8, 8, 10, first)
+    ref = naive.times_from_events(c, y, x, step, 3, 8, 8, 10)
+    np.testing.assert_array_equal(sk.sparse_to_times(o, st, 3, 8, 8, 10), ref)
+    np.testing.assert_array_equal((o, st), sk.spikes_by_step(ref, 10))
+    assert (first == sk.NO_SPIKE).all()
