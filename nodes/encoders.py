@@ -25,9 +25,9 @@ import numpy as np
 from spikeflow.nodes import encoder_kernels as ek
 from spikeflow.nodes.base import Node, PortMeta, param
 from spikeflow.nodes.snn import NO_SPIKE, events_from_sparse, events_from_times
-from spikeflow.nodes.snn_kernels import sparse_from_events, times_from_events
+from spikeflow.nodes.snn_kernels import sparse_from_fields, times_from_events
 from spikeflow.service.errors import GraphError, ParamError
-from spikeflow.service.events import EVENT_DTYPE, SensorSize, is_sorted, time_slice
+from spikeflow.service.events import EVENT_DTYPE, SensorSize, is_sorted
 from spikeflow.service.packet import Packet
 from spikeflow.service.registry import register
 
@@ -182,26 +182,34 @@ class _Windows:
         if len(events):
             if not is_sorted(events):
                 events = np.sort(events, order="t", kind="stable")
-            self.buf = np.concatenate([self.buf, events]) if len(self.buf) else events
+            if len(self.buf):  # (np.concatenate promotes structured dtypes field by field in Python: slow)
+                joined = np.empty(len(self.buf) + len(events), EVENT_DTYPE)
+                joined[:len(self.buf)] = self.buf
+                joined[len(self.buf):] = events
+                self.buf = joined
+            else:
+                self.buf = events
         horizon = max(int(t1_us), int(events["t"][-1]) + 1 if len(events) else 0)
         return self._cut(horizon)
 
     def _cut(self, horizon: int) -> list[tuple[int, np.ndarray]]:
         out = []
+        t = self.buf["t"]
         while self.ws + self.window <= horizon:
-            first = int(np.searchsorted(self.buf["t"], self.ws)) if len(self.buf) else 0
-            if first >= len(self.buf):  # nothing left: jump to the last window start before horizon
+            first = int(np.searchsorted(t, self.ws)) if len(t) else 0
+            if first >= len(t):  # nothing left: jump to the last window start before horizon
                 k = (horizon - self.window - self.ws) // self.stride + 1
                 self.ws += max(1, k) * self.stride
                 break
-            t_first = int(self.buf["t"][first])
+            t_first = int(t[first])
             if t_first >= self.ws + self.window:  # skip empty windows
                 self.ws += ((t_first - self.ws - self.window) // self.stride + 1) * self.stride
                 continue
-            out.append((self.ws, time_slice(self.buf, self.ws, self.ws + self.window)))
+            # = time_slice(self.buf, ws, ws + window), reusing the search for its start
+            out.append((self.ws, self.buf[first:int(np.searchsorted(t, self.ws + self.window))]))
             self.ws += self.stride
-        if len(self.buf):
-            keep = int(np.searchsorted(self.buf["t"], self.ws))
+        if len(t):
+            keep = int(np.searchsorted(t, self.ws))
             self.buf = self.buf[keep:]
         return out
 
@@ -355,9 +363,8 @@ class PolarityEncoder(_WindowEncoder):
         first = getattr(self, "_first_buf", None)
         if first is None or first.size != 2 * h * w:
             first = self._first_buf = np.full(2 * h * w, NO_SPIKE, dtype=np.int32)
-        step = (ev["t"].astype(np.int64) - ws) // self._step_us
-        sample = sparse_from_events(ev["p"].astype(np.int64), ev["y"].astype(np.int64) // p.downsample,
-                                    ev["x"].astype(np.int64) // p.downsample, step, 2, h, w, p.time_steps, first)
+        sample = sparse_from_fields(ev["t"], ev["p"], ev["y"], ev["x"], int(ws), int(self._step_us), int(p.downsample),
+                                    2, h, w, int(p.time_steps), first)
         return sample, (2, h, w)
 
     def describe(self) -> dict[str, Any]:

@@ -127,22 +127,16 @@ def sparse_from_packet(events: np.ndarray, shape: tuple[int, int, int], t_start_
     c, h, w = (int(v) for v in shape)
     if first is None or first.size != c * h * w:
         first = np.full(c * h * w, NO_SPIKE, dtype=np.int32)
-    step = (events["t"] - t_start_us) // step_us
-    return sk.sparse_from_events(events["p"].astype(np.int64), events["y"].astype(np.int64),
-                                 events["x"].astype(np.int64), step.astype(np.int64), c, h, w, int(time_steps), first)
+    return sk.sparse_from_fields(events["t"], events["p"], events["y"], events["x"], int(t_start_us), int(step_us), 1,
+                                 c, h, w, int(time_steps), first)
 
 
 def events_from_sparse(order: np.ndarray, starts: np.ndarray, shape: tuple[int, int, int], t_start_us: int,
                        step_us: int) -> np.ndarray:
     """Sparse sample -> spike events sorted by time, then (p, y, x) (p = feature map)."""
     _, h, w = shape
-    c, rem = np.divmod(order, h * w)
-    y, x = np.divmod(rem, w)
     ev = np.empty(len(order), EVENT_DTYPE)
-    ev["t"] = t_start_us + np.repeat(np.arange(len(starts) - 1, dtype=np.int64), np.diff(starts)) * step_us
-    ev["x"] = x
-    ev["y"] = y
-    ev["p"] = c
+    sk.fill_events_(ev["t"], ev["x"], ev["y"], ev["p"], order, starts, int(h), int(w), int(t_start_us), int(step_us))
     return ev
 
 
@@ -353,6 +347,7 @@ class SpikingConv:
             kh, kw = self.kernel
             ws = (self._workspace(n_pos) + (np.full(n_pos, -1, dtype=np.int64),)
                   + sk.prune_workspace(n_pos, self.in_channels, kh, kw)
+                  + sk.weight_workspace(self.in_channels, kh, kw, _padded(self.out_channels))
                   + (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32), np.empty(n)))
             self._sws = ws
         return ws

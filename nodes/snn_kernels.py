@@ -27,6 +27,9 @@ from numba import njit
 NO_SPIKE = 2147483647
 """Spike-time value of a neuron that did not fire in the window."""
 
+BAND_ELEMS = 65536
+"""Potentials per band of output rows in the event kernels (float64: 512 KB, about half of L2)."""
+
 
 @njit(cache=True)
 def times_from_events_into(out, c, y, x, step, time_steps):
@@ -166,7 +169,8 @@ def _scale_row(dst, factor):
 
 @njit(cache=True)
 def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps, leak, skip_settled,
-                        prune, v, done, stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t, fired_v):
+                        prune, v, done, stamp, last, settled, visited, ub, npend, pend, wt, wmax, fired_k, fired_t,
+                        fired_v):
     """The spiking phase of the event-driven path (see :func:`conv_event_ws`): scatters the input
     spikes into the workspaces and appends every threshold crossing (position·C_out + map, step,
     potential) to the ``fired_*`` arrays, in step order within each band of output rows. With
@@ -193,18 +197,21 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
     wo = out_size(w, kw, stride, pad)
     n_pos = ho * wo
     n_taps = c_in * kh * kw
-    # feature-last layouts keep the innermost loop contiguous (SIMD); one row per tap
-    wt = np.zeros((n_taps, c_pad))
-    wmax = np.zeros(n_taps)
-    for f in range(c_out):
-        for c in range(c_in):
-            for ky in range(kh):
-                for kx in range(kw):
-                    tap = (c * kh + ky) * kw + kx
+    # feature-last layouts keep the innermost loop contiguous (SIMD); one row per tap (rebuilt
+    # every call in the caller's buffers: weights may have changed in place)
+    for c in range(c_in):
+        for ky in range(kh):
+            for kx in range(kw):
+                tap = (c * kh + ky) * kw + kx
+                m = 0.0
+                for f in range(c_out):
                     wv = weights[f, c, ky, kx]
                     wt[tap, f] = wv
-                    if wv > wmax[tap]:
-                        wmax[tap] = wv
+                    if wv > m:
+                        m = wv
+                for f in range(c_out, c_pad):
+                    wt[tap, f] = 0.0
+                wmax[tap] = m
     thr = np.full(c_pad, np.inf)
     thr_min = np.inf
     for f in range(c_out):
@@ -354,19 +361,32 @@ def _scatter_pruned_if(order, starts, h, w, kh, kw, c_out, wt, wmax, thr, thr_mi
     n_fired = 0
     n_lost = 0
     hw = h * w
-    band = max(1, 65536 // max(1, wo * c_pad))
+    # decode every input once (integer division is slow), with the range of output rows it reaches
+    n_in = starts[time_steps]
+    in_c = np.empty(n_in, dtype=np.int64)
+    in_y = np.empty(n_in, dtype=np.int64)
+    in_x = np.empty(n_in, dtype=np.int64)
+    in_top = np.empty(n_in, dtype=np.int64)
+    for j in range(n_in):
+        idx = order[j]
+        c = idx // hw
+        rem = idx - c * hw
+        y = rem // w
+        in_c[j] = c
+        in_y[j] = y
+        in_x[j] = rem - y * w
+        in_top[j] = (y + pad) // stride
+    band = max(1, BAND_ELEMS // max(1, wo * c_pad))
     for b0 in range(0, ho, band):
         b1 = min(ho, b0 + band)
         for t in range(time_steps):
             n_cand = 0
             for j in range(starts[t], starts[t + 1]):
-                idx = order[j]
-                c = idx // hw
-                rem = idx - c * hw
-                y = rem // w
-                if (y + pad) // stride < b0 or y + pad - kh + 1 >= b1 * stride:
+                y = in_y[j]
+                if in_top[j] < b0 or y + pad - kh + 1 >= b1 * stride:
                     continue  # reaches no output row of this band
-                x = rem - y * w
+                c = in_c[j]
+                x = in_x[j]
                 for ky in range(kh):
                     ny = y + pad - ky
                     if ny < 0:
@@ -460,6 +480,14 @@ def _clear_ws(visited, n_visited, v, done, stamp, last, settled, ub, npend):
 
 
 @njit(cache=True)
+def weight_workspace(c_in, kh, kw, c_pad):
+    """Scratch of the event kernels for the transposed weights: ``wt`` (C_in·kh·kw, C_pad) and the
+    per-tap maximum ``wmax`` (C_in·kh·kw,), float64 (contents free; kept to spare a fresh
+    allocation — and its page faults — per sample)."""
+    return np.empty((c_in * kh * kw, c_pad)), np.empty(c_in * kh * kw)
+
+
+@njit(cache=True)
 def prune_workspace(n_pos, c_in, kh, kw):
     """Pruning buffers of :func:`_conv_event_scatter`: ``ub`` float64 and ``npend`` int32
     (H_out·W_out,) zero, ``pend`` int32 (H_out·W_out, min(C_in·kh·kw, 64)) (contents free)."""
@@ -498,11 +526,11 @@ def conv_event_ws(times, order, starts, weights, thresholds, stride, pad, time_s
     fired_t = np.empty(cap, dtype=np.int32)
     fired_v = np.empty(cap)
     ub, npend, pend = prune_workspace(n_pos, c_in, kh, kw)
+    wt, wmax = weight_workspace(c_in, kh, kw, v.shape[1])
     n_fired, n_visited, n_lost = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad,
                                                      time_steps, leak, inhibit and want_potentials < 2,
-                                                     want_potentials < 2, v, done,
-                                                     stamp, last, settled, visited, ub, npend, pend, fired_k, fired_t,
-                                                     fired_v)
+                                                     want_potentials < 2, v, done, stamp, last, settled, visited, ub,
+                                                     npend, pend, wt, wmax, fired_k, fired_t, fired_v)
     leaky = leak != 1.0
     t_out = np.full((c_out, ho, wo), NO_SPIKE, dtype=np.int32)
     v_first = np.zeros((c_out, ho, wo) if want_potentials >= 1 else (0, 0, 0))
@@ -586,34 +614,52 @@ def conv_auto(times, weights, thresholds, stride, pad, time_steps, leak, inhibit
 
 @njit(cache=True)
 def _sorted_sample(keys, n, n_neurons, time_steps):
-    """Sparse sample from ``keys[:n]`` = step·n_neurons + flat index (unique): sort, then split."""
-    k = np.sort(keys[:n])
-    order = np.empty(n, dtype=np.int64)
+    """Sparse sample from ``keys[:n]`` = step·n_neurons + flat index (unique): a counting sort by
+    step, then each step's (short) run of flat indices sorted."""
     starts = np.zeros(time_steps + 1, dtype=np.int64)
     for i in range(n):
-        t = k[i] // n_neurons
-        order[i] = k[i] - t * n_neurons
-        starts[t + 1] += 1
+        starts[keys[i] // n_neurons + 1] += 1
     for t in range(time_steps):
         starts[t + 1] += starts[t]
+    fill = starts[:time_steps].copy()
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        t = keys[i] // n_neurons
+        order[fill[t]] = keys[i] - t * n_neurons
+        fill[t] += 1
+    for t in range(time_steps):
+        if starts[t + 1] - starts[t] > 1:
+            order[starts[t]:starts[t + 1]].sort()
     return order, starts
 
 
 @njit(cache=True)
-def sparse_from_events(c, y, x, step, n_channels, height, width, time_steps, first):
-    """Parallel event arrays -> sparse sample of first-spike steps (same spikes as
-    :func:`times_from_events_into`, without a dense output). ``first`` is an int32 workspace of
-    C·H·W entries, all NO_SPIKE on entry and left so."""
+def sparse_from_fields(t, p, y, x, t_start, step_len, downsample, n_channels, height, width, time_steps, first):
+    """Event fields (views of an ``EVENT_DTYPE`` array: t, p = channel, y, x) -> sparse sample of
+    first-spike steps, step = (t − t_start) // step_len at (p, y // downsample, x // downsample);
+    steps outside [0, T) and coordinates outside the map are dropped, a neuron's earliest step
+    wins. ``first`` is an int32 workspace of C·H·W entries, all NO_SPIKE on entry and left so.
+    Events already in (step, flat index) order — what every layer emits — skip the sort."""
     n_neurons = n_channels * height * width
-    keys = np.empty(c.shape[0], dtype=np.int64)
+    keys = np.empty(t.shape[0], dtype=np.int64)
     n = 0
-    for i in range(c.shape[0]):
-        ci = c[i]
-        yi = y[i]
-        xi = x[i]
-        s = step[i]
+    s = 0
+    lo = 1  # [lo, hi): the times of step s (empty at first); time-sorted input rarely divides
+    hi = 0
+    for i in range(t.shape[0]):
+        ti = t[i]
+        if ti < lo or ti >= hi:
+            s = (ti - t_start) // step_len
+            lo = t_start + s * step_len
+            hi = lo + step_len
         if s < 0 or s >= time_steps:
             continue
+        ci = np.int64(p[i])
+        yi = np.int64(y[i])
+        xi = np.int64(x[i])
+        if downsample != 1:
+            yi = yi // downsample
+            xi = xi // downsample
         if ci < 0 or ci >= n_channels or yi < 0 or yi >= height or xi < 0 or xi >= width:
             continue
         k = (ci * height + yi) * width + xi
@@ -623,11 +669,50 @@ def sparse_from_events(c, y, x, step, n_channels, height, width, time_steps, fir
             first[k] = s
         elif s < first[k]:
             first[k] = s
+    in_order = True
     for i in range(n):
         k = keys[i]
         keys[i] = first[k] * n_neurons + k
         first[k] = NO_SPIKE
-    return _sorted_sample(keys, n, n_neurons, time_steps)
+        if i > 0 and keys[i] < keys[i - 1]:
+            in_order = False
+    if not in_order:
+        return _sorted_sample(keys, n, n_neurons, time_steps)
+    order = np.empty(n, dtype=np.int64)
+    starts = np.zeros(time_steps + 1, dtype=np.int64)
+    for i in range(n):
+        st = keys[i] // n_neurons
+        order[i] = keys[i] - st * n_neurons
+        starts[st + 1] += 1
+    for st in range(time_steps):
+        starts[st + 1] += starts[st]
+    return order, starts
+
+
+@njit(cache=True)
+def sparse_from_events(c, y, x, step, n_channels, height, width, time_steps, first):
+    """Parallel event arrays (channel, y, x, step) -> sparse sample of first-spike steps (same
+    spikes as :func:`times_from_events_into`, without a dense output); see
+    :func:`sparse_from_fields`."""
+    return sparse_from_fields(step, c, y, x, 0, 1, 1, n_channels, height, width, time_steps, first)
+
+
+@njit(cache=True)
+def fill_events_(t_out, x_out, y_out, p_out, order, starts, height, width, t_start, step_len):
+    """Sparse sample -> event fields in place (views of an ``EVENT_DTYPE`` array of
+    ``len(order)`` rows): t = t_start + step·step_len, p = channel, y, x."""
+    hw = height * width
+    for st in range(starts.shape[0] - 1):
+        ts = t_start + st * step_len
+        for j in range(starts[st], starts[st + 1]):
+            k = order[j]
+            c = k // hw
+            rem = k - c * hw
+            yy = rem // width
+            t_out[j] = ts
+            p_out[j] = c
+            y_out[j] = yy
+            x_out[j] = rem - yy * width
 
 
 @njit(cache=True)
@@ -651,15 +736,16 @@ def sparse_scatter_(flat_map, order, starts, time_steps, value_of_step):
 
 @njit(cache=True)
 def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pad, time_steps, leak, inhibit,
-                      v, done, stamp, last, settled, visited, best, ub, npend, pend, fired_k, fired_t, fired_v):
+                      v, done, stamp, last, settled, visited, best, ub, npend, pend, wt, wmax, fired_k, fired_t,
+                      fired_v):
     """Event-driven convolution from a sparse sample to a sparse sample (no dense map in or out).
 
     Same spikes as :func:`conv_event_ws` (same scatter, same pointwise inhibition), returned as
     ``(out_order, out_starts, out_v, n_in, n_out, n_removed)`` with ``out_v`` the potential of each
     output spike at its step (v_first, what k-WTA needs). Workspaces as :func:`conv_event_ws` plus
-    ``best`` int64 (H_out·W_out,) all −1, and ``fired_k`` int64, ``fired_t`` int32, ``fired_v``
-    float64 of H_out·W_out·C_out entries (contents free); all are reused across samples and the
-    zero/−1 ones are left so."""
+    ``best`` int64 (H_out·W_out,) all −1, :func:`prune_workspace`, :func:`weight_workspace`, and
+    ``fired_k`` int64, ``fired_t`` int32, ``fired_v`` float64 of H_out·W_out·C_out entries
+    (contents free); all are reused across samples and the zero/−1 ones are left so."""
     c_out = weights.shape[0]
     kh = weights.shape[2]
     kw = weights.shape[3]
@@ -668,7 +754,7 @@ def conv_event_sparse(order, starts, c_in, h, w, weights, thresholds, stride, pa
     n_pos = ho * wo
     n_fired, n_visited, n_lost = _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, pad,
                                                      time_steps, leak, inhibit, True, v, done, stamp, last, settled,
-                                                     visited, ub, npend, pend, fired_k, fired_t, fired_v)
+                                                     visited, ub, npend, pend, wt, wmax, fired_k, fired_t, fired_v)
     n_neurons = c_out * n_pos
     keys = np.empty(n_fired, dtype=np.int64)
     vals = np.empty(n_fired)

@@ -380,3 +380,41 @@ def test_graph_file_builds_and_streams_a_recording_through_the_nodes():
         assert p.events["p"].max() < 8 and p.events["x"].max() < 32
         assert ((p.events["t"] - p.data["t_start_us"]) % p.data["step_us"] == 0).all()
     assert 0 < conv["winners"] <= 3 * len(outs)
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.9])
+@pytest.mark.parametrize("path", ["event", "auto"])
+def test_sparse_forward_equals_dense_forward_while_learning(leak, path):
+    # the streaming nodes chain sparse samples: same spikes, winners, weights, schedules and counters
+    # as the dense-map layer API, sample after sample with STDP and homeostasis on both conv layers
+    rng = np.random.default_rng(3)
+
+    def build():
+        kw = dict(leak=leak, path=path, homeostasis_plus=0.5, homeostasis_decay=0.9)
+        return [SpikingConv(2, 12, 3, 3.0, padding=1, stdp=Stdp(k=3, radius=1, double_every=2), name="c1", **kw),
+                FirstSpikePool(2, name="p1"),
+                SpikingConv(12, 9, 3, 2.0, padding=1, stdp=Stdp(k=2, radius=0, double_every=3), seed=4, name="c2", **kw),
+                FirstSpikePool(2, name="p2")]
+
+    dense, sparse = build(), build()
+    for i in range(8):
+        x = rng.integers(0, 6, (2, 16, 16)).astype(np.int32)
+        x[rng.random(x.shape) > (0.1 if i % 3 else 0.5)] = NO_SPIKE  # some samples take auto's dense kernel
+        t, sample = x, sk.spikes_by_step(x, 6)
+        for a, b in zip(dense, sparse):
+            shape = t.shape
+            if isinstance(a, SpikingConv):
+                res = a.forward(t, 6, learn=True, potentials=False)
+                t = res.times
+                o, st, winners = b.forward_sparse(*sample, shape[1:], 6, learn=True)
+                np.testing.assert_array_equal(winners, res.winners)
+            else:
+                t = a.forward(t, 6)
+                o, st = b.forward_sparse(*sample, shape, 6)
+            np.testing.assert_array_equal(sk.sparse_to_times(o, st, *t.shape, 6), t)
+            sample = (o, st)
+    for a, b in zip(dense, sparse):
+        assert a.stats() == b.stats()
+        if isinstance(a, SpikingConv):
+            np.testing.assert_array_equal(a.weights, b.weights)
+            np.testing.assert_array_equal(a.theta_adapt, b.theta_adapt)
