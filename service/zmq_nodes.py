@@ -193,6 +193,7 @@ class Publish(Node):
         self.dropped_late = 0
         self.heartbeats = 0
         self.wait_ns = 0
+        self._waiting_since: int | None = None  # a wait in progress counts in stats() too
         self._last_seq: dict[str, int] = {}
         self._hb_seq = 0
         self.endpoint = self.params.endpoint
@@ -298,12 +299,14 @@ class Publish(Node):
                         break
                 self._read_subscriptions()
             # lossless: a subscriber is full; XPUB cannot be polled for room, so back off
-            t_wait = t_wait or time.perf_counter_ns()
+            if t_wait is None:
+                t_wait = self._waiting_since = time.perf_counter_ns()
             if self._stop.wait(backoff_s):
                 self.dropped_slow += 1
                 break
             backoff_s = min(backoff_s * 2, 0.02)
         if t_wait is not None:
+            self._waiting_since = None
             self.wait_ns += time.perf_counter_ns() - t_wait
         return {}
 
@@ -336,11 +339,15 @@ class Publish(Node):
             if not pending or time.monotonic() > deadline or self._stop.wait(0.002):
                 return {}
 
+    def _current_wait_ns(self) -> int:
+        since = self._waiting_since
+        return 0 if since is None else time.perf_counter_ns() - since
+
     def stats(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "policy": self.params.policy, "sent": self.sent,
                 "dropped": self.dropped_slow + self.dropped_late, "dropped_slow": self.dropped_slow,
                 "dropped_late": self.dropped_late, "subscriptions": sum(self._subs.values()),
-                "heartbeats": self.heartbeats, "wait_ns": self.wait_ns}
+                "heartbeats": self.heartbeats, "wait_ns": self.wait_ns + self._current_wait_ns()}
 
     def close(self) -> None:
         self._stop.set()
