@@ -20,7 +20,7 @@ import numpy as np
 from spikeflow.nodes import encoder_kernels as ek
 from spikeflow.nodes.encoders import dog_bank, dog_latency, encode_image, event_map
 from spikeflow.nodes.readout import READOUTS
-from spikeflow.nodes.snn import NO_SPIKE, Network, Stdp
+from spikeflow.nodes.snn import NO_SPIKE, Network, Stdp, grid_reduce
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
@@ -151,7 +151,7 @@ def forward_features(net: Network, encoded: Iterable, specs: dict[str, tuple[str
                     maps, reduce = np.where(t != NO_SPIKE, (T - t.astype(np.float64)) / T, 0.0), np.max
                 else:
                     raise ValueError(f"unknown feature kind {kind!r}")
-            rows[name].append(_grid_reduce(maps, grid, reduce))
+            rows[name].append(grid_reduce(maps, grid, reduce))
     return {name: np.stack(r) for name, r in rows.items()}
 
 
@@ -175,21 +175,7 @@ def pooled_counts(events_list: Iterable[np.ndarray], sensor_size, grid: tuple[in
 
 
 def _grid_sum(maps: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    return _grid_reduce(maps, grid, np.sum)
-
-
-def _grid_reduce(maps: np.ndarray, grid: tuple[int, int], reduce) -> np.ndarray:
-    """(C, H, W) -> (C·gy·gx,) map-major, each cell reduced (cells split H and W evenly)."""
-    c, h, w = maps.shape
-    gy, gx = grid
-    ys = np.linspace(0, h, gy + 1).astype(int)
-    xs = np.linspace(0, w, gx + 1).astype(int)
-    out = np.zeros((c, gy, gx))
-    for i in range(gy):
-        for j in range(gx):
-            cell = maps[:, ys[i]:max(ys[i + 1], ys[i] + 1), xs[j]:max(xs[j + 1], xs[j] + 1)]
-            out[:, i, j] = reduce(cell, axis=(1, 2)) if cell.size else 0.0
-    return out.ravel()
+    return grid_reduce(maps, grid, np.sum)
 
 
 # -- readouts and summaries ----------------------------------------------------------------------

@@ -243,8 +243,6 @@ def main(argv=None) -> int:
     print(activity)
     c1 = stats["inference"]["conv1"]
     in_per_win = c1["spikes_in"] / max(c1["samples"], 1)
-    best = {learn: max(r["rtf"] for r in rows if r["learn"] == learn and r["path"] in ("event", "nodes"))
-            for learn in (False, True)}
     rtf = {(r["learn"], r["path"]): r["rtf"] for r in rows}
     goals = (f"Goals (issue 3, one core, CPU time): inference ≥ 20× real time — "
              f"**{'met' if rtf[False, 'event'] >= 20 else 'not met'}** by the layer chain ({rtf[False, 'event']:.1f}×), "

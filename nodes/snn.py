@@ -610,14 +610,14 @@ class Network:
             if name not in out.conv:
                 raise ValueError(f"layer {name!r} is not a conv layer")
             maps = out.conv[name].v_final
-            return _grid_reduce(maps, grid, np.max)
+            return grid_reduce(maps, grid, np.max)
         name = layer or self.layers[-1].name
         t = out.times[name]
         if kind == "spikes":
-            return _grid_reduce((t != NO_SPIKE).astype(np.float64), grid, np.sum)
+            return grid_reduce((t != NO_SPIKE).astype(np.float64), grid, np.sum)
         if kind == "first":
             val = np.where(t != NO_SPIKE, (T - t.astype(np.float64)) / T, 0.0)
-            return _grid_reduce(val, grid, np.max)
+            return grid_reduce(val, grid, np.max)
         raise ValueError(f"unknown feature kind {kind!r}; expected spikes, first or potential")
 
     def describe(self) -> list[dict[str, Any]]:
@@ -640,7 +640,8 @@ class Network:
         return meta
 
 
-def _grid_reduce(maps: np.ndarray, grid: tuple[int, int], reduce) -> np.ndarray:
+def grid_reduce(maps: np.ndarray, grid: tuple[int, int], reduce) -> np.ndarray:
+    """(C, H, W) -> (C·gy·gx,) map-major, each cell reduced (cells split H and W evenly)."""
     c, h, w = maps.shape
     gy, gx = grid
     ys = np.linspace(0, h, gy + 1).astype(int)

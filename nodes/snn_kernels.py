@@ -196,7 +196,6 @@ def _conv_event_scatter(order, starts, c_in, h, w, weights, thresholds, stride, 
     ho = out_size(h, kh, stride, pad)
     wo = out_size(w, kw, stride, pad)
     n_pos = ho * wo
-    n_taps = c_in * kh * kw
     # feature-last layouts keep the innermost loop contiguous (SIMD); one row per tap (rebuilt
     # every call in the caller's buffers: weights may have changed in place)
     for c in range(c_in):
