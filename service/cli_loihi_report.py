@@ -53,13 +53,13 @@ def network_from_model(path: str | Path):
     return Network(layers)
 
 
-def network_from_graph(path: str | Path, weights: str | None = None):
+def network_from_graph(path: str | Path, weights: str | None = None, overrides: list[str] | None = None):
     """``(Network, encoder)`` of a graph: its spiking layer nodes in graph order, set up with their
     real metas, and the encoder node feeding them (``(node, in_meta, LayerSpec)``) or None."""
     from spikeflow.nodes.snn import Network
     from spikeflow.service.graph import load_graph, resolve_metas
 
-    spec = load_graph(path)
+    spec = load_graph(path, overrides=overrides)
     metas, built = resolve_metas(spec)
     encoder = None
     try:
@@ -317,7 +317,16 @@ def _read(path: str, sensor_size: str | None) -> np.ndarray:
 
 
 def load_net(path: Path, weights: str | None = None):
-    """``(Network, encoder or None)`` from a MODEL.npz or GRAPH.toml."""
+    """``(Network, encoder or None)`` from a model bundle (``spikeflow train``), a MODEL.npz
+    (``Network.save``) or a GRAPH.toml."""
+    from spikeflow.service.model import is_bundle, load_bundle
+
+    if is_bundle(path):  # the bundle's own graph, with its learned weights
+        b = load_bundle(path)
+        net, encoder = network_from_graph(b.graph_text, overrides=b.meta.get("overrides") or None)
+        for layer in net.conv_layers:
+            layer.load_state(b.node_state(layer.name), where=f"{path}: {layer.name}")
+        return net, encoder
     if path.suffix == ".npz":
         return network_from_model(path), None
     return network_from_graph(path, weights)

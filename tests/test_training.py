@@ -118,3 +118,18 @@ def test_train_and_eval_cli(tmp_path):
     assert rep["meta"]["n_samples"] == 11 and 0.0 <= rep["accuracy"] <= 1.0
     assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
     assert "accuracy" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_loihi_report_reads_model_bundles():
+    """`spikeflow loihi report MODEL.npz` maps the bundle's own graph with its learned weights."""
+    from pathlib import Path
+
+    from spikeflow.service.cli_loihi_report import load_net
+    from spikeflow.service.model import bundled_model_path
+
+    path = bundled_model_path()
+    net, encoder = load_net(Path(path))
+    b = load_bundle(path)
+    assert [layer.name for layer in net.conv_layers] == ["conv1", "conv2"]
+    assert np.array_equal(net.layer("conv1").state()["weights"], b.node_state("conv1")["weights"])
+    assert encoder is not None and encoder[2].name == "enc"
