@@ -107,7 +107,8 @@ class Classifier(Node):
         self.readout: Readout | None = None
         self._state_names: tuple[str, ...] = ()
         if self.params.model:
-            self.load_state(dict(np.load(self.params.model, allow_pickle=False)), source=self.params.model)
+            with np.load(self.params.model, allow_pickle=False) as z:
+                self.load_state({k: z[k] for k in z.files}, source=self.params.model)
         p = self.params
         self.evidence = EvidenceWindows(p.grid, p.window_us, p.stride_us)
         self._seq = 0

@@ -672,6 +672,15 @@ class _SpikingNode(Node):
 
     layer: Any
 
+    def _input_shape(self, meta: dict[str, PortMeta]) -> tuple[int, int, int]:
+        """(C, H, W) of the ``spikes_in`` port; a GraphError when the port is not connected."""
+        m = meta.get("spikes_in")
+        if m is None:
+            raise GraphError(f"nodes.{self.name}.inputs", f"{self.type_name} needs a spikes_in input")
+        w, h, c = m.sensor_size
+        self._in_shape = (int(c), int(h), int(w))
+        return self._in_shape
+
     def _emit(self, packet: Packet, sample: tuple[np.ndarray, np.ndarray], shape: tuple[int, int, int], step: int,
               t0: int, extra=None) -> dict:
         ev = events_from_sparse(sample[0], sample[1], shape, t0, step)
@@ -734,12 +743,8 @@ class SpikingConvNode(_SpikingNode):
     Params = SpikingConvParams
 
     def setup(self, meta: dict[str, PortMeta]) -> dict[str, PortMeta]:
-        m = meta.get("spikes_in")
-        if m is None:
-            raise GraphError(f"nodes.{self.name}.inputs", "snn_conv needs a spikes_in input")
-        w, h, c = m.sensor_size
+        c, h, w = self._input_shape(meta)
         p = self.params
-        self._in_shape = (int(c), int(h), int(w))
         stdp = Stdp(a_plus=p.a_plus, a_minus=p.a_minus, a_plus_max=p.a_plus_max, double_every=p.double_every,
                     k=p.k_winners, radius=p.inhibition_radius)
         try:
@@ -798,11 +803,7 @@ class FirstSpikePoolNode(_SpikingNode):
     Params = FirstSpikePoolParams
 
     def setup(self, meta: dict[str, PortMeta]) -> dict[str, PortMeta]:
-        m = meta.get("spikes_in")
-        if m is None:
-            raise GraphError(f"nodes.{self.name}.inputs", "snn_pool needs a spikes_in input")
-        w, h, c = m.sensor_size
-        self._in_shape = (int(c), int(h), int(w))
+        c, h, w = self._input_shape(meta)
         p = self.params
         try:
             self.layer = FirstSpikePool(p.kernel, p.stride or None, p.padding, name=self.name, in_shape=self._in_shape)

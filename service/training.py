@@ -236,8 +236,7 @@ def train(graph: str, data: Dataset, out_path: str, cfg: TrainConfig = TrainConf
             chain.node(name).configure(learn=False)
         # 3. readout on the classifier's evidence windows
         X, y = _collect_features(chain, spec, roles, samples, cfg, gap, progress, clock)
-        readout = READOUTS[cfg.readout](seed=cfg.seed, C=cfg.readout_C) if cfg.readout in ("svm", "logistic", "ridge") \
-            else READOUTS[cfg.readout](seed=cfg.seed)
+        readout = READOUTS[cfg.readout](seed=cfg.seed, C=cfg.readout_C)
         readout.fit(X, y)
         train_acc = float((readout.predict(X) == y).mean())
         state = _chain_state(chain)
