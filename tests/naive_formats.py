@@ -1,4 +1,5 @@
-"""Slow, obviously-correct twins of the format and statistics kernels (text_kernels, stats_kernels)."""
+"""Slow, obviously-correct twins of the format and statistics kernels (text_kernels, stats_kernels,
+npy_kernels, hdf5_kernels)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,56 @@ def window_peak(t: np.ndarray, window_us: int) -> int:
     for ti in t.tolist():
         best = max(best, int(np.count_nonzero((t >= ti) & (t < ti + window_us))))
     return best
+
+
+def lzf_decompress(src: bytes, out_size: int) -> bytes | None:
+    """liblzf's format, one token at a time with Python bytes: None if the stream is corrupt."""
+    out = bytearray()
+    ip = 0
+    while ip < len(src):
+        ctrl = src[ip]
+        ip += 1
+        if ctrl < 32:
+            run = src[ip:ip + ctrl + 1]
+            if len(run) != ctrl + 1:
+                return None
+            out += run
+            ip += ctrl + 1
+        else:
+            length = ctrl >> 5
+            if length == 7:
+                if ip >= len(src):
+                    return None
+                length += src[ip]
+                ip += 1
+            if ip >= len(src):
+                return None
+            start = len(out) - ((ctrl & 31) << 8) - src[ip] - 1
+            ip += 1
+            if start < 0:
+                return None
+            for k in range(length + 2):
+                out.append(out[start + k])
+        if len(out) > out_size:
+            return None
+    return bytes(out)
+
+
+def events_or_first_bad(t, x, y, p, width, height, last_t, check_order, t_offset=0):
+    """(events as tuples, (index, code)) for columns of Python ints: the converted events before
+    the first bad one, and that event's index and code (1 outside the sensor, 2 backwards,
+    3 p beyond int16), or (-1, 0) when all are good."""
+    good = []
+    prev = last_t
+    for i, (tv, xv, yv, pv) in enumerate(zip(t, x, y, p)):
+        tv += t_offset
+        if not (0 <= xv < width and 0 <= yv < height):
+            return good, (i, 1)
+        if check_order and tv < prev:
+            return good, (i, 2)
+        if check_order:
+            prev = tv
+        if not -32768 <= pv <= 32767:
+            return good, (i, 3)
+        good.append((tv, xv, yv, pv))
+    return good, (-1, 0)

@@ -50,6 +50,15 @@ def decode_evt3(words, policy="monotonic"):
     return _array(ev)
 
 
+def max_events_evt3(words) -> int:
+    """Events the EVT 3.0 words could make: 1 per ADDR_X, the set mask bits per VECT_12 / VECT_8."""
+    total = 0
+    for w in (int(v) for v in words):
+        typ = w >> 12
+        total += 1 if typ == 2 else (w & 0xFFF).bit_count() if typ == 4 else (w & 0xFF).bit_count() if typ == 5 else 0
+    return total
+
+
 def decode_evt2(words, policy="monotonic"):
     """EVT 2.0 spec decoder: t = (TIME_HIGH << 6 | low6) + wraps * 2^34."""
     ev, tmax = [], -1
@@ -166,3 +175,37 @@ def random_evt3_words(rng, n_words: int, width: int = 2048, height: int = 2048) 
         if words[-1] >> 12 not in (4, 5):
             vec_left = 0
     return np.array(words[:n_words], dtype="<u2")
+
+
+def random_evt2_words(rng, n_words: int, width: int = 2048, height: int = 2048) -> np.ndarray:
+    """Valid EVT 2.0 words: CD events (low time bits mostly rising, some steps back), TIME_HIGH
+    steps forward, back a little and over the 2^28 wrap, triggers and filler words; a few events
+    before the first TIME_HIGH."""
+    words = [int(evt2_cd(int(rng.integers(0, 64)), 1, 1, 0)) for _ in range(3)]
+    high = int(rng.integers((1 << 28) - 40, 1 << 28))
+    words.append((8 << 28) | high)
+    low = 0
+    while len(words) < n_words:
+        k = int(rng.integers(0, 12))
+        if k < 8:
+            low = min(max(low + int(rng.choice([0, 1, 2, 5, -3])), 0), 63)
+            words.append(evt2_cd(low, int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(0, 2))))
+        elif k < 10:
+            high = (high + int(rng.choice([1, 1, 2, 0, -1, 3]))) % (1 << 28)
+            words.append((8 << 28) | high)
+            low = int(rng.integers(0, 8))
+        elif k == 10:
+            words.append((0xA << 28) | int(rng.integers(0, 1 << 20)))
+        else:
+            words.append((int(rng.choice([0xE, 0xF])) << 28) | int(rng.integers(0, 1 << 20)))
+    return np.array(words[:n_words], dtype="<u4")
+
+
+def random_dat_pairs(rng, n_events: int, width: int = 2048, height: int = 2048) -> np.ndarray:
+    """Valid DAT v2 (t32, data32) pairs: time mostly rising, sometimes a step back, crossing the
+    2^32 wrap twice."""
+    steps = rng.choice([0, 1, 3, 40, -5, -200], n_events, p=[.2, .3, .2, .2, .05, .05])
+    t = ((1 << 32) - 3000 + np.cumsum(steps) * 7) % (1 << 32)
+    t[n_events // 2:] = (t[n_events // 2:] + (1 << 31) + 12345) % (1 << 32)  # a forward jump, then a wrap
+    data = dat_data(rng.integers(0, width, n_events), rng.integers(0, height, n_events), rng.integers(0, 2, n_events))
+    return np.stack([t, data], axis=1).astype("<u4")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fuzzing import fuzz_reader, mutate
-from naive_prophesee import dat_data, dat_file, decode_dat, header
+from naive_prophesee import dat_data, dat_file, decode_dat, header, random_dat_pairs
 
 from spikeflow.drivers.formats import prophesee_kernels as K
-from spikeflow.drivers.formats.prophesee_header import parse_header
+from spikeflow.drivers.formats.prophesee_header import HEAD_BYTES, parse_header
 from spikeflow.drivers.recording import detect_format, open_recording, read_recording
 from spikeflow.service.errors import RecordingError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, make_events
@@ -69,6 +69,53 @@ def test_kernel_matches_naive_twin(shared, policy):
     pos, n, status = K.dat_decode(pairs, 0, out, 0, st)
     assert (pos, n, status) == (20_000, 20_000, K.STATUS_DONE)
     assert_same(out, ref)
+
+
+@pytest.mark.parametrize("policy", ["monotonic", "spec"])
+@pytest.mark.parametrize("seed,cap", [(0, 1), (1, 7), (2, 1000)])
+def test_kernel_resumes_like_naive_twin_on_random_streams(seed, cap, policy):
+    """Random valid pairs (steps back, a forward jump, the 2^32 wrap) decoded into tiny outputs
+    and pair slices, so the fast run stops and resumes everywhere: the one-pass twin."""
+    rng = np.random.default_rng(seed)
+    pairs = random_dat_pairs(rng, 5000)
+    ref = decode_dat(pairs, policy)
+    st = K.new_state(2048, 2048, K.POLICY_MONOTONIC if policy == "monotonic" else K.POLICY_SPEC)
+    parts, start = [], 0
+    for stop in sorted(rng.integers(0, len(pairs), 20).tolist()) + [len(pairs)]:
+        piece, pos = pairs[start:stop].ravel(), 0
+        while True:
+            out = np.empty(cap, EVENT_DTYPE)
+            pos, n, status = K.dat_decode(piece, pos, out, 0, st)
+            parts.append(out[:n].copy())
+            assert status in (K.STATUS_DONE, K.STATUS_FULL)
+            if status == K.STATUS_DONE:
+                break
+        start = stop
+    assert int(st[K.ST_LOOPS]) >= 1 and int(st[K.ST_BACKWARDS]) > 0
+    assert_same(np.concatenate(parts), ref)
+
+
+@pytest.mark.parametrize("policy", ["monotonic", "spec", "strict"])
+def test_whole_file_read_equals_iteration(shared, policy):
+    """read_all (mapped file, one kernel call) gives the bytes and counters of chunked iteration."""
+    with open_recording(shared(GEN4), time_policy=policy) as rec:
+        whole = rec.read_all()
+        stats = rec.stats
+    assert len(whole) == 1_218_618
+    with open_recording(shared(GEN4), time_policy=policy, chunk_events=100_000) as rec:
+        parts = [c.copy() for c in rec]
+        assert rec.stats == stats
+    assert np.concatenate(parts).tobytes() == whole.tobytes()
+
+
+def test_event_type_byte_past_the_first_header_read(tmp_path):
+    """The 2-byte type/size preamble right at the edge of read_header's first read is still found."""
+    for size in (HEAD_BYTES - 1, HEAD_BYTES - 2, HEAD_BYTES + 3):
+        lines = (*DAT_LINES, "comment ")
+        lines = (*DAT_LINES, "comment " + "x" * (size - len(header(*lines))))
+        assert len(header(*lines)) == size
+        p = dat_file(tmp_path / f"edge{size}.dat", [(5, dat_data(1, 2, 1))], lines=lines)
+        assert read_recording(p)[0].tolist() == [(5, 1, 2, 1)]
 
 
 def test_chunks_and_small_reads(shared):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fuzzing import fuzz_reader, mutate
-from naive_prophesee import decode_evt2, evt2_cd, evt2_file, header
+from naive_prophesee import decode_evt2, evt2_cd, evt2_file, header, random_evt2_words
 
 from spikeflow.drivers.formats import prophesee_kernels as K
 from spikeflow.drivers.formats.prophesee_header import parse_header
@@ -79,6 +79,44 @@ def test_kernel_matches_naive_twin(shared, rel, policy):
     pos, n, status = K.evt2_decode(words, 0, out, 0, st)
     assert (pos, status) == (len(words), K.STATUS_DONE)
     assert_same(out[:n], ref)
+
+
+@pytest.mark.parametrize("policy", ["monotonic", "spec"])
+@pytest.mark.parametrize("seed,cap", [(0, 1), (1, 7), (2, 1000)])
+def test_kernel_resumes_like_naive_twin_on_random_streams(seed, cap, policy):
+    """Random valid streams (steps back, 2^28 TIME_HIGH wraps, triggers, fillers) decoded into
+    tiny outputs and word slices, so the fast run stops and resumes everywhere: the one-pass twin."""
+    rng = np.random.default_rng(seed)
+    words = random_evt2_words(rng, 6000)
+    ref = decode_evt2(words, policy)
+    st = K.new_state(2048, 2048, K.POLICY_MONOTONIC if policy == "monotonic" else K.POLICY_SPEC)
+    parts, start = [], 0
+    for stop in sorted(rng.integers(0, len(words), 20).tolist()) + [len(words)]:
+        piece, pos = words[start:stop], 0
+        while True:
+            out = np.empty(cap, EVENT_DTYPE)
+            pos, n, status = K.evt2_decode(piece, pos, out, 0, st)
+            parts.append(out[:n].copy())
+            assert status in (K.STATUS_DONE, K.STATUS_FULL)
+            if status == K.STATUS_DONE:
+                break
+        start = stop
+    assert len(ref) > 3000 and int(st[K.ST_LOOPS]) >= 1 and int(st[K.ST_BACKWARDS]) > 0
+    assert_same(np.concatenate(parts), ref)
+
+
+@pytest.mark.parametrize("policy", ["monotonic", "spec", "strict"])
+@pytest.mark.parametrize("rel", sorted(FILES))
+def test_whole_file_read_equals_iteration(shared, rel, policy):
+    """read_all (mapped file, one kernel call) gives the bytes and counters of chunked iteration."""
+    with open_recording(shared(rel), time_policy=policy) as rec:
+        whole = rec.read_all()
+        stats = rec.stats
+    assert len(whole) == FILES[rel]
+    with open_recording(shared(rel), time_policy=policy, chunk_events=50_000) as rec:
+        parts = [c.copy() for c in rec]
+        assert rec.stats == stats
+    assert np.concatenate(parts).tobytes() == whole.tobytes()
 
 
 def th(v):

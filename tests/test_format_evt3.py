@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import fuzz_reader, mutate
-from naive_prophesee import decode_evt3, encode_evt3_plain, evt3_file, header, random_evt3_words
+from naive_prophesee import decode_evt3, encode_evt3_plain, evt3_file, header, max_events_evt3, random_evt3_words
 
 from spikeflow.drivers.formats import prophesee_kernels as K
-from spikeflow.drivers.formats.evt3 import Evt3Writer
-from spikeflow.drivers.formats.prophesee_header import parse_header, sensor_size_from_header
+from spikeflow.drivers.formats.evt3 import SAMPLE_STRIPES, SAMPLE_WORDS, Evt3Writer
+from spikeflow.drivers.formats.prophesee_header import HEAD_BYTES, parse_header, sensor_size_from_header
 from spikeflow.drivers.recording import detect_format, open_recording, open_writer, read_recording
 from spikeflow.service.errors import RecordingError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, is_sorted, make_events
@@ -207,6 +207,86 @@ def test_dense_vectors_outgrow_the_first_output_guess(tmp_path):
     assert ev["x"][:32].tolist() == list(range(4, 36))
 
 
+@pytest.mark.parametrize("policy", ["monotonic", "spec", "strict"])
+@pytest.mark.parametrize("rel", [EVT3, SAMPLE])
+def test_whole_file_read_equals_iteration(shared, rel, policy):
+    """read_all (mapped file, one kernel call, sized by a sampled guess) gives the bytes and the
+    counters of chunked iteration. evt3.raw's data starts at an odd byte: unaligned words."""
+    path = shared(rel)
+    with open_recording(path, time_policy=policy) as rec:
+        whole = rec.read_all()
+        stats = rec.stats
+    with open_recording(path, time_policy=policy, chunk_events=100_000) as rec:
+        parts = [c.copy() for c in rec]
+        assert rec.stats == stats
+    assert np.concatenate(parts).tobytes() == whole.tobytes()
+    if rel == EVT3:
+        assert rec.info.extra["data_offset"] % 2 == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_max_events_kernel_matches_naive_twin(shared, seed):
+    """The output-size sample counter on random words (every value) and on stripes of a real file."""
+    rng = np.random.default_rng(seed)
+    words = rng.integers(0, 1 << 16, 5000).astype("<u2")
+    starts = np.array([-3, 0, 17, 4990, 1200])
+    assert K.evt3_max_events(words, starts, 64) == sum(max_events_evt3(words[max(s, 0):s + 64]) for s in starts)
+    real = np.fromfile(shared(SAMPLE), np.uint8, offset=parse_header(shared(SAMPLE).read_bytes()[:4096]).data_offset)
+    real = real.view("<u2")
+    assert K.evt3_max_events(real, np.array([0, 1000, 9000]), 500) == sum(
+        max_events_evt3(real[s:s + 500]) for s in (0, 1000, 9000))
+    assert K.evt3_max_events(real, np.zeros(1, np.int64), len(real)) >= len(read_recording(shared(SAMPLE))[0])
+
+
+def test_whole_file_read_without_mmap_uses_the_chunk_loop(shared, monkeypatch):
+    """A file system that cannot map files (mmap raises ENODEV) still decodes, through the chunks."""
+    import mmap as mmap_module
+
+    from spikeflow.drivers.formats import prophesee_stream
+
+    expected, _ = read_recording(shared(SAMPLE))
+
+    def no_mmap(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(prophesee_stream.mmap, "mmap", no_mmap)
+    assert prophesee_stream.mmap is mmap_module
+    assert read_recording(shared(SAMPLE))[0].tobytes() == expected.tobytes()
+
+
+def test_output_guess_grows_when_dense_words_hide_between_sampled_stripes(tmp_path):
+    """The sampled stripes see only filler words, the gaps hold VECT_12 words (6 events per
+    word): read_all's first output is far too small and must grow, with the same result."""
+    n = 4 * SAMPLE_STRIPES * SAMPLE_WORDS
+    words = np.full(n, 0x7000, np.uint16)  # CONTINUED_4: no events
+    starts = np.linspace(0, n - SAMPLE_WORDS, SAMPLE_STRIPES).astype(np.int64)
+    in_stripe = np.zeros(n, bool)
+    for s0 in starts:
+        in_stripe[s0:s0 + SAMPLE_WORDS] = True
+    gap = np.flatnonzero(~in_stripe[:-1] & ~in_stripe[1:])
+    gap = gap[gap % 2 == 0]
+    words[gap], words[gap + 1] = 0x3000, 0x4FFF  # VECT_BASE_X 0, then 12 events at x 0..11
+    words[0] = 0x8000 | 7
+    path = evt3_file(tmp_path / "hidden.raw", words)
+    with open_recording(path) as rec:
+        ev = rec.read_all()
+        guess = rec._capacity_hint(n, words)
+    assert len(ev) == 12 * len(gap) > 4 * guess
+    assert_same(ev, decode_evt3(words))
+
+
+def test_header_longer_than_the_first_read(tmp_path):
+    """A header past read_header's first 64 KiB read, or ending right at its edge, is read in full."""
+    for size in (HEAD_BYTES - 8, HEAD_BYTES + 100, 300_000):
+        lines = ("evt 3.0", "comment ", "geometry 64x48", "end")
+        lines = ("evt 3.0", "comment " + "x" * (size - len(header(*lines))), "geometry 64x48", "end")
+        assert len(header(*lines)) == size
+        p = evt3_file(tmp_path / f"long{size}.raw", [0x8000 | 2, 0x0005, 0x2007], lines=lines)
+        ev, info = read_recording(p)
+        assert info.sensor_size == SensorSize(64, 48, 2) and info.extra["data_offset"] == len(header(*lines))
+        assert ev.tolist() == [(2 << 12, 7, 5, 0)]
+
+
 # -- time wraps (synthetic) --------------------------------------------------------------------
 
 def test_24bit_time_wrap_adds_2_pow_24(tmp_path):
@@ -283,9 +363,8 @@ def test_writer_header_and_extra_lines(tmp_path):
     (make_events([1 << 32], [0], [0], [0]), "subtract a time offset"),
 ])
 def test_writer_rejects_what_it_cannot_encode(tmp_path, events, match):
-    with Evt3Writer(tmp_path / "bad.raw", (64, 48)) as w:
-        with pytest.raises(RecordingError, match=match):
-            w.write(events)
+    with Evt3Writer(tmp_path / "bad.raw", (64, 48)) as w, pytest.raises(RecordingError, match=match):
+        w.write(events)
 
 
 def test_writer_rejects_unsorted_across_calls_and_huge_sensors(tmp_path):

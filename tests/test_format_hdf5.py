@@ -16,7 +16,9 @@ import pytest
 import tonic
 from tonic.cached_dataset import load_from_disk_cache, save_to_disk_cache
 
-from fuzzing import fuzz_reader
+import naive_formats as naive
+from fuzzing import fuzz_reader, mutate
+from spikeflow.drivers.formats import hdf5_kernels
 from spikeflow.drivers.recording import detect_format, open_recording, open_writer, read_recording
 from spikeflow.service.errors import RecordingError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize
@@ -168,3 +170,198 @@ def test_fuzz_hdf5(gesture, tmp_path):
     counts = fuzz_reader(src, fz, format="hdf5", n_mutants=1000)
     assert counts["ok"] > 0 and counts["error"] > 0
     assert EVENT_DTYPE.names == ("t", "x", "y", "p")
+
+
+# ------------------------------------------------------------ read_all's fused path (raw LZF chunks)
+
+
+def _h5py_columns(path, key="events"):
+    with h5py.File(path) as f:
+        return {k: f[key][k][()] for k in "txyp"}
+
+
+def _raw_chunks(path):
+    """(compressed bytes, decompressed size, filter mask) of every chunk of every column."""
+    out = []
+    with h5py.File(path) as f:
+        for k in "txyp":
+            ds = f["events"][k]
+            for i in range(ds.id.get_num_chunks()):
+                info = ds.id.get_chunk_info(i)
+                mask, data = ds.id.read_direct_chunk(info.chunk_offset)
+                out.append((data, ds.chunks[0] * ds.dtype.itemsize, mask))
+    return out
+
+
+def test_lzf_kernel_matches_naive_and_h5py(gesture, tmp_path):
+    path = _written(gesture, tmp_path)
+    cols = _h5py_columns(path)
+    decoded = {}
+    for data, size, mask in _raw_chunks(path):
+        assert mask == 0
+        dst = np.empty(size, np.uint8)
+        assert hdf5_kernels.lzf_decompress(np.frombuffer(data, np.uint8), dst) == size
+        assert dst.tobytes() == naive.lzf_decompress(data, size)
+        decoded.setdefault(size, []).append(dst.tobytes())
+    joined = b"".join(b for size in decoded for b in decoded[size])
+    assert joined.startswith(cols["t"].tobytes())  # chunk padding after the last event is h5py's too
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lzf_kernel_on_corrupt_streams_agrees_with_naive(gesture, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    data, size, _ = _raw_chunks(_written(gesture[:6000], tmp_path))[seed]  # t, x, y, p
+    for _ in range(60):
+        bad = mutate(data, rng)
+        dst = np.empty(size, np.uint8)
+        got = hdf5_kernels.lzf_decompress(np.frombuffer(bad, np.uint8), dst)
+        want = naive.lzf_decompress(bad, size)
+        assert got == (-1 if want is None else len(want))
+        if want is not None:
+            assert dst[:got].tobytes() == want
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_columns_kernel_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    width, height, n = int(rng.integers(1, 300)), int(rng.integers(1, 300)), int(rng.integers(1, 300))
+    t = (np.cumsum(rng.integers(0, 3, n)) + 5).astype("u4")
+    x, y = rng.integers(0, width, n).astype("u2"), rng.integers(0, height, n).astype("i4")
+    p = rng.integers(0, 2, n).astype("i4")
+    i = int(rng.integers(0, n))
+    kind = int(rng.integers(0, 4))
+    if kind == 1:
+        x[i] = width
+    elif kind == 2 and i:
+        t[i] = t[i - 1] - 1
+    elif kind == 3:
+        p[i] = -40_000
+    t_offset, last, check = int(rng.integers(0, 10**12)), int(rng.integers(0, 10)), bool(rng.integers(0, 2))
+    out = np.zeros(n + 2, EVENT_DTYPE)
+    got = hdf5_kernels.columns_to_events_(t, x, y, p, t_offset, out, 2, width, height, last + t_offset, check)
+    good, want = naive.events_or_first_bad(t.tolist(), x.tolist(), y.tolist(), p.tolist(), width, height,
+                                           last + t_offset, check, t_offset)
+    assert got == want and out[2:2 + len(good)].tolist() == good
+
+
+def _plan(path, **opts):
+    with open_recording(path, **opts) as rec:
+        return rec._plan()
+
+
+def test_fused_read_all_equals_h5py_columns(gesture, tmp_path):
+    path = _written(gesture, tmp_path)
+    assert len(gesture) > 2 * 65536  # three chunks, the last one partial
+    plan = _plan(path)
+    assert plan[0] == "chunks" and plan[1] == 65536 and len(plan[2][0]) == 3
+    ev, _ = read_recording(path)
+    np.testing.assert_array_equal(ev, gesture)
+    cols = _h5py_columns(path)
+    for k in "txyp":
+        np.testing.assert_array_equal(ev[k], cols[k])
+
+
+def test_uncompressed_columns_chunked_or_contiguous(gesture, tmp_path):
+    from spikeflow.drivers.formats.hdf5 import Hdf5Writer
+    path = tmp_path / "u.h5"
+    with Hdf5Writer(path, (128, 128), compression=None) as w:  # chunked, no filter: raw chunk reads
+        w.write(gesture)
+    plan = _plan(path)
+    assert plan[0] == "chunks" and all(raw for lst in plan[2] for _, _, raw in lst)
+    np.testing.assert_array_equal(read_recording(path)[0], gesture)
+    contiguous = tmp_path / "c.h5"
+    with h5py.File(contiguous, "w") as f:
+        for k in "txyp":
+            f[f"events/{k}"] = gesture[k]
+        f["events"].attrs["sensor_size"] = [128, 128, 2]
+    assert _plan(contiguous) == ("direct",)
+    np.testing.assert_array_equal(read_recording(contiguous)[0], gesture)
+
+
+def test_chunks_the_filter_declined_are_read_raw(gesture, tmp_path):
+    """LZF gives up on incompressible chunks; HDF5 then stores them as is (filter mask bit 0)."""
+    rng = np.random.default_rng(0)
+    n = 70_000
+    path = tmp_path / "noise.h5"
+    t = rng.integers(-2**62, 2**62, n)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("events")
+        g.attrs["sensor_size"] = [128, 128, 2]
+        g.create_dataset("t", data=t, chunks=(65536,), compression="lzf")
+        for k in "xy":
+            g.create_dataset(k, data=rng.integers(0, 128, n).astype("i2"), chunks=(65536,), compression="lzf")
+        g.create_dataset("p", data=rng.integers(0, 2, n).astype("i2"), chunks=(65536,), compression="lzf")
+    assert any(mask for _, _, mask in _raw_chunks(path))
+    assert _plan(path, check_order=False)[0] == "chunks"
+    ev, _ = read_recording(path, check_order=False)
+    cols = _h5py_columns(path)
+    for k in "txyp":
+        np.testing.assert_array_equal(ev[k], cols[k])
+    with pytest.raises(RecordingError, match=r"events\[\d+\]: timestamp goes backwards"):
+        read_recording(path)
+
+
+def test_fused_path_errors_name_the_index(gesture, tmp_path):
+    bad = gesture.copy()
+    bad["t"][70_001] = bad["t"][70_000] - 1
+    with pytest.raises(RecordingError, match=r"events\[70001\]: timestamp goes backwards"):
+        read_recording(_written(bad, tmp_path))
+    path = tmp_path / "p32.h5"
+    with h5py.File(path, "w") as f:
+        for k in "txy":
+            f.create_dataset(f"events/{k}", data=gesture[k], chunks=(65536,), compression="lzf")
+        p = gesture["p"].astype("i4")
+        p[100_000] = 99_999
+        f.create_dataset("events/p", data=p, chunks=(65536,), compression="lzf")
+        f["events"].attrs["sensor_size"] = [128, 128, 2]
+    assert _plan(path)[0] == "chunks"
+    with pytest.raises(RecordingError, match=r"events/p\[65536\.\.131072\): value does not fit int16"):
+        read_recording(path)
+
+
+def test_corrupt_chunk_names_column_chunk_and_byte(gesture, tmp_path):
+    """A damaged compressed chunk that still decodes, to the wrong size: h5py would return the
+    rest of the chunk uninitialised; read_all refuses it."""
+    path = _written(gesture, tmp_path)
+    _, lists = _plan(path)[1:]
+    at, size, _ = lists[1][1]  # x, second chunk
+    data = bytearray(path.read_bytes())
+    for k in range(at + size - 64, at + size):  # first byte whose change breaks the stream's length
+        chunk = bytes(data[at:k]) + b"\xe0" + bytes(data[k + 1:at + size])
+        out = naive.lzf_decompress(chunk, 1 << 17)
+        if out is None or len(out) != 1 << 17:
+            data[k] = 0xE0
+            break
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match=rf"w\.h5 at byte {at}: events/x chunk 1: corrupt chunk"):
+        read_recording(path)
+
+
+def test_fuzz_hdf5_read_all(gesture, tmp_path):
+    src = _written(gesture[:70_000], tmp_path)
+    data = src.read_bytes()
+    rng = np.random.default_rng(2)
+    mutant = tmp_path / "m.h5"
+    counts = {"ok": 0, "error": 0}
+    for _ in range(150):
+        mutant.write_bytes(mutate(data, rng))
+        try:
+            ev, _ = read_recording(mutant, format="hdf5")
+        except RecordingError:
+            counts["error"] += 1
+            continue
+        counts["ok"] += 1
+        with open_recording(mutant, format="hdf5", chunk_events=30_000) as rec:
+            np.testing.assert_array_equal(np.concatenate(list(rec) or [np.zeros(0, EVENT_DTYPE)]), ev)
+    assert counts["ok"] > 0 and counts["error"] > 0, counts
+
+
+def test_file_with_a_userblock_takes_h5py_path(gesture, tmp_path):
+    """Chunk addresses in front of a user block differ between HDF5 versions: h5py reads those."""
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=1024) as f:
+        for k in "txyp":
+            f.create_dataset(f"events/{k}", data=gesture[k], chunks=(65536,), compression="lzf")
+        f["events"].attrs["sensor_size"] = [128, 128, 2]
+    assert _plan(path, format="hdf5") is None
+    np.testing.assert_array_equal(read_recording(path, format="hdf5")[0], gesture)

@@ -10,7 +10,10 @@ import numpy.lib.recfunctions as rfn
 import pytest
 import tonic
 
-from fuzzing import fuzz_reader
+import naive_formats as naive
+from fuzzing import fuzz_reader, mutate
+from spikeflow.drivers.formats import npy_kernels
+from spikeflow.drivers.formats.tonic_npy import READ_BLOCK, _fast_header
 from spikeflow.drivers.recording import detect_format, open_recording, open_writer, read_recording
 from spikeflow.service.errors import RecordingError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize
@@ -185,3 +188,202 @@ def test_fortran_order_columns(gesture, tmp_path):
         start = f.tell()
     with pytest.raises(RecordingError, match=rf"at byte {start + 8 * (3 * len(gesture) + 5000)}: timestamp"):
         read_recording(path, columns="xypt", sensor_size=(128, 128), chunk_events=10_000)
+
+
+# ------------------------------------------------------------ the one-pass path (read_all and streaming)
+
+EXPELLIARMUS = np.dtype({"names": ["t", "x", "y", "p"], "formats": ["<i8", "<i2", "<i2", "u1"],
+                         "offsets": [0, 8, 10, 12], "itemsize": 16})
+
+
+def _numpy_header(path):
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        return shape, fortran, dtype, f.tell()
+
+
+@pytest.mark.parametrize("arr", [
+    np.zeros(5, EVENT_DTYPE), np.zeros(7, EXPELLIARMUS), np.zeros(3, tonic.io.events_struct),
+    np.zeros((4, 4), np.int64), np.asfortranarray(np.zeros((6, 4), np.float32)), np.zeros((0, 4), "<u2"),
+    np.zeros(123_456_789 // 10**6, ">i4"), np.zeros((2, 3, 4), np.int8),
+    np.zeros(2, [("t", "<u8"), ("x", "<f4"), ("y", "?"), ("p", "<i1"), ("", "V5")])])
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_fast_header_parser_agrees_with_numpy(tmp_path, arr, version):
+    path = tmp_path / "h.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, arr, version=version)
+    fast = _fast_header(path.read_bytes()[:4096])
+    assert fast is not None  # the common headers never need numpy's slow parser
+    assert fast == _numpy_header(path)
+
+
+@pytest.mark.filterwarnings("ignore:Reading `.npy` or `.npz` file required additional header parsing")
+@pytest.mark.parametrize("header", [
+    "{'descr': '<i8', 'fortran_order': False, 'shape': (12), }",  # (12) is an int, not a tuple
+    "{'fortran_order': False, 'descr': '<i8', 'shape': (12,), }",  # another key order
+    "{'descr': [('t', '<i8', (2,))], 'fortran_order': False, 'shape': (1,), }",  # sub-array field
+    "{'descr': '<i8', 'fortran_order': False, 'shape': (12L,), }",  # Python 2
+    "{'descr': '<q8', 'fortran_order': False, 'shape': (1,), }",  # not a dtype
+])
+def test_fast_header_parser_leaves_the_rest_to_numpy(tmp_path, header):
+    body = header.encode("latin1")
+    body += b" " * (63 - (10 + len(body)) % 64) + b"\n"
+    head = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+    assert _fast_header(head + b"\0" * 64) is None
+    path = tmp_path / "odd.npy"
+    path.write_bytes(head + b"\0" * 96)
+    try:
+        expected = str(_numpy_header(path))
+    except Exception as e:  # noqa: BLE001 - whatever numpy says, we say it as a RecordingError
+        expected = type(e).__name__
+    with pytest.raises(RecordingError) as ei:
+        read_recording(path, sensor_size=(8, 8), columns="txyp")
+    if expected in ("ValueError", "SyntaxError", "TypeError"):
+        assert "corrupt .npy header" in str(ei.value)
+
+
+def _random_events(rng, n, width, height):
+    t = np.cumsum(rng.integers(0, 3, n)) + int(rng.integers(-1000, 1000))
+    return t, rng.integers(0, width, n), rng.integers(0, height, n), rng.integers(0, 2, n)
+
+
+def _spoil(rng, t, x, y, p, width, height):
+    """Make one random event bad (outside the sensor, backwards, or p beyond int16) or none."""
+    n = len(t)
+    i = int(rng.integers(1, n))
+    kind = int(rng.integers(0, 5))
+    if kind == 1:
+        (x if rng.integers(0, 2) else y)[i] = -1 if rng.integers(0, 2) else (width if x is not y else height) + 3
+    elif kind == 2:
+        t[i:] -= 5
+    elif kind == 3:
+        p[i] = 40_000
+    return kind
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_kernels_match_naive(seed):
+    rng = np.random.default_rng(seed)
+    width, height = int(rng.integers(1, 300)), int(rng.integers(1, 300))
+    n = int(rng.integers(1, 400))
+    t, x, y, p = _random_events(rng, n, width, height)
+    if n > 1:
+        _spoil(rng, t, x, y, p, width, height)
+    check = bool(rng.integers(0, 2))
+    last = int(t[0]) - int(rng.integers(-3, 3))
+    dtype = np.dtype([("p", "<i4"), ("y", "<u2"), ("t", "<i8"), ("pad", "<f4"), ("x", "<i2")])
+    src = np.zeros(n, dtype)
+    for k, v in zip("txyp", (t, x, y, p)):
+        src[k] = v
+    good, want = naive.events_or_first_bad(src["t"].tolist(), src["x"].tolist(), src["y"].tolist(),
+                                           src["p"].tolist(), width, height, last, check)
+    out = np.zeros(n + 3, EVENT_DTYPE)
+    assert npy_kernels.records_to_events_(src, out, 3, width, height, last, check) == want
+    assert out[3:3 + len(good)].tolist() == good
+    rows = np.stack([src["x"], src["p"], src["t"], src["y"]], axis=1).astype(np.int64)
+    out[:] = 0
+    assert npy_kernels.rows_to_events_(rows, 2, 0, 3, 1, out, 0, width, height, last, check) == want
+    assert out[:len(good)].tolist() == good
+    ev = np.zeros(n, EVENT_DTYPE)
+    for k, v in zip("txyp", (t, x, y, p)):
+        ev[k] = v.astype(np.int16) if k != "t" else v
+    good, want = naive.events_or_first_bad(ev["t"].tolist(), ev["x"].tolist(), ev["y"].tolist(),
+                                           [0] * n, width, height, last, check)
+    assert npy_kernels.first_invalid_event(ev, width, height, last, check) == want
+
+
+LAYOUTS = [  # (dtype or 2-D column order + dtype, expected mode)
+    (EVENT_DTYPE, "same"), (EXPELLIARMUS, "records"), (tonic.io.events_struct, "records"),
+    (tonic.datasets.DVSLip.dtype, "records"), (np.dtype([("t", "<u4"), ("x", "<u2"), ("y", "<i4"), ("p", "<i8")]), "records"),
+    (np.dtype([("t", "<u8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i2")]), None),  # uint64 t: per-field path
+    (np.dtype([("t", ">i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i2")]), None),  # big-endian field
+    (np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i2"), ("w", "<f2")]), None),  # numba: no float16
+    (np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i2"), ("a b", "<f8")]), "records"),
+    (("txyp", "<i8"), "rows"), (("xypt", "<i4"), "rows"), (("ptyx", "<f8"), None),
+]
+
+
+def _write_layout(path, ev, layout):
+    if isinstance(layout, tuple):
+        cols, dt = layout
+        arr = np.stack([ev[k] for k in cols], axis=1).astype(dt)
+    else:
+        arr = np.zeros(len(ev), layout)
+        for k in "txyp":
+            arr[k] = ev[k]
+    np.save(path, arr)
+    return {"columns": layout[0]} if isinstance(layout, tuple) else {}
+
+
+@pytest.mark.parametrize("layout,mode", LAYOUTS)
+def test_one_pass_path_equals_source_in_every_layout(gesture, tmp_path, layout, mode):
+    assert len(gesture) > READ_BLOCK + 10_000  # several read blocks
+    path = tmp_path / "l.npy"
+    opts = _write_layout(path, gesture, layout)
+    with open_recording(path, sensor_size=(128, 128), **opts) as rec:
+        assert rec._mode == mode
+        ev = rec.read_all()
+    assert ev.dtype == EVENT_DTYPE and ev.flags.writeable
+    np.testing.assert_array_equal(ev, gesture)
+    with open_recording(path, sensor_size=(128, 128), chunk_events=7001, **opts) as rec:
+        chunks = list(rec)
+    assert max(map(len, chunks)) == 7001
+    np.testing.assert_array_equal(np.concatenate(chunks), gesture)
+
+
+@pytest.mark.parametrize("layout,mode", [x for x in LAYOUTS if x[1] is not None])
+@pytest.mark.parametrize("where", [5, READ_BLOCK - 1, READ_BLOCK, READ_BLOCK + 777])
+def test_one_pass_path_errors_name_the_byte(gesture, tmp_path, layout, mode, where):
+    path = tmp_path / "e.npy"
+    opts = _write_layout(path, gesture, layout)
+    start = _numpy_header(path)[3]
+    row = np.load(path, mmap_mode="r")[0].nbytes if not isinstance(layout, tuple) else 4 * np.dtype(layout[1]).itemsize
+    bad = gesture.copy()
+    bad["x"][where] = 200
+    _write_layout(path, bad, layout)
+    for chunk in (1 << 20, 10_000):
+        with pytest.raises(RecordingError, match=rf"e\.npy at byte {start + row * where}: event \(200, \d+\) outside"):
+            read_recording(path, sensor_size=(128, 128), chunk_events=chunk, **opts)
+    bad = gesture.copy()
+    bad["t"][where] = bad["t"][where - 1] - 1  # unsigned t layouts too
+    _write_layout(path, bad, layout)
+    with pytest.raises(RecordingError, match=rf"at byte {start + row * where}: timestamp goes backwards"):
+        read_recording(path, sensor_size=(128, 128), **opts)
+    np.testing.assert_array_equal(read_recording(path, sensor_size=(128, 128), check_order=False, **opts)[0], bad)
+
+
+def test_polarity_beyond_int16_is_refused_by_the_per_field_check(gesture, tmp_path):
+    arr = np.zeros(len(gesture), [("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i4")])
+    for k in "txyp":
+        arr[k] = gesture[k]
+    arr["p"][READ_BLOCK + 3] = 70_000
+    path = tmp_path / "p.npy"
+    np.save(path, arr)
+    start = _numpy_header(path)[3]
+    with pytest.raises(RecordingError, match=rf"at byte {start + 16 * (READ_BLOCK + 3)}: field p holds an out-of-range"):
+        read_recording(path, sensor_size=(128, 128))
+
+
+def test_fuzz_npy_read_all(gesture, tmp_path):
+    """read_all (one pre-sized array, one-pass kernels) on mutants of two layouts: a result equal
+    to streaming's, or a RecordingError; never another exception."""
+    rng = np.random.default_rng(1)
+    for layout in (EXPELLIARMUS, EVENT_DTYPE):
+        src = tmp_path / "src.npy"
+        _write_layout(src, gesture[:3000], layout)
+        data = src.read_bytes()
+        mutant = tmp_path / "m.npy"
+        counts = {"ok": 0, "error": 0}
+        for _ in range(300):
+            mutant.write_bytes(mutate(data, rng))
+            try:
+                ev, _ = read_recording(mutant, sensor_size=(128, 128), columns="txyp")
+            except RecordingError:
+                counts["error"] += 1
+                continue
+            counts["ok"] += 1
+            with open_recording(mutant, sensor_size=(128, 128), columns="txyp", chunk_events=999) as rec:
+                np.testing.assert_array_equal(np.concatenate(list(rec) or [np.zeros(0, EVENT_DTYPE)]), ev)
+        assert counts["ok"] > 0 and counts["error"] > 0, counts

@@ -37,9 +37,7 @@ class DatReader(PropheseeReader):
         if hdr.evt_version is not None:
             raise RecordingError(self.path, f"header says EVT {hdr.evt_version}; a DAT file has no evt/format line", 0)
         off = hdr.data_offset
-        with open(self.path, "rb") as f:
-            f.seek(off)
-            ts = f.read(2)
+        ts = hdr.head[off:off + 2]
         if len(ts) < 2:
             raise RecordingError(self.path, "truncated: expected the 2-byte event type and size after the header", off)
         typ, size = ts[0], ts[1]

@@ -13,6 +13,12 @@ Sensor size, first match wins: ``sensor_size=``; attributes ``sensor_size`` or
 DSEC files (``ms_to_idx`` + ``t_offset``) are 640x480. Otherwise a RecordingError asks
 for the option. Detection: the ``\\x89HDF`` signature. The writer emits the first layout
 (int64 t, int16 x/y/p, lzf-compressed, ``sensor_size`` attribute).
+
+``read_all`` (``read_recording``) reads integer columns chunked alike without h5py's filter
+pipeline: the raw chunk bytes come straight from the file, LZF chunks are decompressed by
+``hdf5_kernels.lzf_decompress`` and four decoded chunks at a time are converted and validated
+in one pass. A chunk whose LZF stream decodes to the wrong size is refused (h5py would return
+the rest of the chunk uninitialised). Streaming iteration reads through h5py.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from spikeflow.service.errors import RecordingError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize
 
 from ..recording import Format, Reader, RecordingInfo, Writer, register_format
+from . import hdf5_kernels as K
 from .checks import check_chunk, check_writable, parse_sensor_size
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -33,6 +40,9 @@ ALIASES = {"t": ("t", "ts", "timestamp", "timestamps"), "x": ("x",), "y": ("y",)
            "p": ("p", "pol", "polarity")}
 DSEC_SENSOR = SensorSize(640, 480, 2)
 _H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError)
+LZF_FILTER = 32000  # h5py's LZF filter id
+_INT64_MIN = int(np.iinfo(np.int64).min)
+_MAX_CHUNK_BYTES = 64 << 20  # larger chunks (or corrupt chunk shapes) take h5py's path
 
 
 def _h5py(path):
@@ -130,37 +140,157 @@ class Hdf5Reader(Reader):
                              {"key": key, "t_offset_us": t_offset, "sensor_size_source": source})
 
     def read_all(self) -> np.ndarray:
-        """The whole file goes to memory anyway: decode it as one chunk (no concatenation copy)."""
-        self.chunk_events = max(1, self._n)
-        return super().read_all()
+        """The whole file goes to memory anyway: decode it into one pre-sized array.
+
+        Columns of integers go through one fused convert-and-validate pass; LZF-compressed
+        columns with a common chunk length are decompressed chunk by chunk from the raw file
+        bytes (four chunks at a time, so the decoded columns stay in cache)."""
+        plan = self._plan() if self._n else None
+        if plan is None:
+            self.chunk_events = max(1, self._n)
+            return super().read_all()
+        out = np.empty(self._n, EVENT_DTYPE)
+        if plan[0] == "chunks":
+            self._read_chunks(out, *plan[1:])
+        else:
+            cols = []
+            try:
+                for ds, _ in self._cols.values():
+                    a = np.empty(self._n, ds.dtype)
+                    ds.read_direct(a)
+                    cols.append(a)
+            except _H5_ERRORS:  # the per-field path words the error
+                self._slow_range(out, 0, self._n, None)
+                return out
+            self._fused(out, 0, self._n, cols, None)
+        return out
+
+    def _plan(self):
+        """How read_all reads the columns: ("chunks", chunk length, per column [(file offset,
+        size, stored raw)] per chunk) for LZF or unfiltered columns chunked alike, ("direct",)
+        for other unfiltered columns, None for h5py's path (structured datasets, floats,
+        uint64 t, other filters, missing chunks)."""
+        sensor = self.info.sensor_size
+        small = sensor.width <= 32768 and sensor.height <= 32768
+        if not -2 ** 63 <= self._t_offset < 2 ** 63:
+            return None
+        try:
+            dsets = []
+            for k, (ds, field) in self._cols.items():
+                dt = ds.dtype
+                if field is not None or dt.kind not in "iub" or not dt.isnative or not np.can_cast(dt, np.int64):
+                    return None
+                if k in "xy" and not (small or np.can_cast(dt, np.int16)):
+                    return None
+                dsets.append(ds)
+            chunk = {ds.chunks for ds in dsets}
+            plists = [ds.id.get_create_plist() for ds in dsets]
+            filters = {tuple(pl.get_filter(i)[0] for i in range(pl.get_nfilters())) for pl in plists}
+            lzf = filters == {(LZF_FILTER,)}
+            if filters == {()} and (len(chunk) != 1 or None in chunk):  # one read per column, if the file holds it
+                if all(ds.id.get_storage_size() >= self._n * ds.dtype.itemsize for ds in dsets):
+                    return ("direct",)
+                return None
+            if len(chunk) != 1 or None in chunk or not (lzf or filters == {()}):
+                return None
+            length = next(iter(chunk))[0]
+            if length * max(ds.dtype.itemsize for ds in dsets) > _MAX_CHUNK_BYTES:
+                return None
+            count = -(-self._n // length)
+            if self._file.userblock_size:  # chunk addresses are absolute or not, depending on the HDF5 version
+                return None
+            size = self.path.stat().st_size
+            lists = []
+            for ds in dsets:
+                infos = []
+                ds.id.chunk_iter(infos.append)
+                infos.sort(key=lambda c: c.chunk_offset)
+                if [c.chunk_offset[0] for c in infos] != list(range(0, count * length, length)) or any(
+                        c.filter_mask & ~1 or c.size <= 0 or c.byte_offset + c.size > size for c in infos):
+                    return None
+                lists.append([(c.byte_offset, c.size, (c.filter_mask & 1) if lzf else 1) for c in infos])
+            return ("chunks", length, lists)
+        except (*_H5_ERRORS, NotImplementedError):  # (chunk_iter needs HDF5 >= 1.12.3)
+            return None
+
+    def _read_chunks(self, out: np.ndarray, length: int, lists) -> None:
+        """Read (and decompress) chunk j of every column from the raw file bytes, then convert
+        and validate those events, j = 0, 1, ...: the four decoded chunks stay in cache.
+
+        Every chunk, the last one too, holds ``length`` values: a stream that decodes to any
+        other size is corrupt. (h5py accepts a short one and leaves the rest of the chunk
+        uninitialised; the streaming path inherits that.)"""
+        dsets = [ds for ds, _ in self._cols.values()]
+        names = [ds.name.lstrip("/") for ds in dsets]
+        scratch = [np.empty(length, ds.dtype) for ds in dsets]
+        raw = np.empty(max(sz for lst in lists for _, sz, _ in lst), np.uint8)
+        last_t = None
+        with open(self.path, "rb", buffering=0) as f:
+            for j in range(len(lists[0])):
+                for name, col, lst in zip(names, scratch, lists):
+                    at, sz, stored_raw = lst[j]
+                    dst = col.view(np.uint8)
+                    f.seek(at)
+                    if stored_raw:  # unfiltered, or LZF declined this chunk: HDF5 stored it as is
+                        got = f.readinto(dst) if sz == dst.shape[0] else -1
+                    elif f.readinto(raw[:sz]) == sz:
+                        got = K.lzf_decompress(raw[:sz], dst)
+                    else:
+                        got = -1
+                    if got != dst.shape[0]:
+                        raise RecordingError(self.path, f"{name} chunk {j}: corrupt chunk (decodes "
+                                                        f"to {'nothing' if got < 0 else got} bytes, expected "
+                                                        f"{dst.shape[0]})", at)
+                i0, i1 = j * length, min(self._n, (j + 1) * length)
+                last_t = self._fused(out, i0, i1, [c[:i1 - i0] for c in scratch], last_t)
+
+    def _fused(self, out, i0, i1, cols, last_t):
+        """Convert and validate events [i0, i1) from integer columns; any problem re-decodes the
+        range the per-field way, which words the error."""
+        sensor = self.info.sensor_size
+        lo = _INT64_MIN if last_t is None else last_t
+        _, code = K.columns_to_events_(*cols, self._t_offset, out, i0, sensor.width, sensor.height, lo,
+                                       self._check_order)
+        if code != K.OK:
+            return self._slow_range(out, i0, i1, last_t)
+        return int(out["t"][i1 - 1])
+
+    def _slow_range(self, out, i0, i1, last_t):
+        ev, last_t = self._decode(i0, i1, last_t)
+        out[i0:i1] = ev
+        return last_t
 
     def _chunks(self) -> Iterator[np.ndarray]:
         last_t = None
         for i0 in range(0, self._n, self.chunk_events):
-            i1 = min(self._n, i0 + self.chunk_events)
-            ev = np.empty(i1 - i0, EVENT_DTYPE)
-            try:
-                for k, (ds, field) in self._cols.items():
-                    v = ds[i0:i1] if field is None else ds.fields(field)[i0:i1]
-                    v = np.asarray(v)
-                    if v.dtype.kind not in "iub":
-                        raise RecordingError(self.path, f"{self._where}/{k}: expected integers, got {v.dtype}")
-                    if np.can_cast(v.dtype, EVENT_DTYPE[k]) and (k != "t" or not self._t_offset):
-                        ev[k] = v  # every value fits: no check needed
-                        continue
-                    if k == "t":
-                        if v.dtype == np.uint64 and (v > 2 ** 62).any():
-                            raise RecordingError(self.path, f"{self._where}/t[{i0}..{i1}): timestamp beyond 2**62 us")
-                        ev[k] = v.astype(np.int64) + self._t_offset
-                    elif ((v < -32768) | (v > 32767)).any():
-                        raise RecordingError(self.path, f"{self._where}/{k}[{i0}..{i1}): value does not fit int16")
-                    else:
-                        ev[k] = v
-            except _H5_ERRORS as e:
-                raise RecordingError(self.path, f"{self._where}[{i0}:{i1}]: cannot read: {e}") from None
-            last_t = check_chunk(self.path, ev, self.info.sensor_size, last_t,
-                                 lambda i, b=i0: f"{self._where}[{b + i}]", self._check_order)
+            ev, last_t = self._decode(i0, min(self._n, i0 + self.chunk_events), last_t)
             yield ev
+
+    def _decode(self, i0: int, i1: int, last_t):
+        """Events [i0, i1) read through h5py, converted field by field and checked."""
+        ev = np.empty(i1 - i0, EVENT_DTYPE)
+        try:
+            for k, (ds, field) in self._cols.items():
+                v = ds[i0:i1] if field is None else ds.fields(field)[i0:i1]
+                v = np.asarray(v)
+                if v.dtype.kind not in "iub":
+                    raise RecordingError(self.path, f"{self._where}/{k}: expected integers, got {v.dtype}")
+                if np.can_cast(v.dtype, EVENT_DTYPE[k]) and (k != "t" or not self._t_offset):
+                    ev[k] = v  # every value fits: no check needed
+                    continue
+                if k == "t":
+                    if v.dtype == np.uint64 and (v > 2 ** 62).any():
+                        raise RecordingError(self.path, f"{self._where}/t[{i0}..{i1}): timestamp beyond 2**62 us")
+                    ev[k] = v.astype(np.int64) + self._t_offset
+                elif ((v < -32768) | (v > 32767)).any():
+                    raise RecordingError(self.path, f"{self._where}/{k}[{i0}..{i1}): value does not fit int16")
+                else:
+                    ev[k] = v
+        except _H5_ERRORS as e:
+            raise RecordingError(self.path, f"{self._where}[{i0}:{i1}]: cannot read: {e}") from None
+        last_t = check_chunk(self.path, ev, self.info.sensor_size, last_t,
+                             lambda i, b=i0: f"{self._where}[{b + i}]", self._check_order)
+        return ev, last_t
 
     def close(self) -> None:
         if self._file is not None:

@@ -54,6 +54,7 @@ class PropheseeHeader:
     size_source: str | None = None   # which header line gave width/height
     lines: int = 0
     complete: bool = True            # False when ``head`` ended inside the header
+    head: bytes = b""                # the bytes parsed (read_header), header and data after it
 
 
 def _bad(path, msg, offset):
@@ -175,11 +176,27 @@ def sensor_size_from_header(hdr: PropheseeHeader, path, explicit=None,
                                "(e.g. (304, 240) for ATIS / N-CARS recordings)", 0)
 
 
+HEAD_BYTES = 1 << 16
+"""First read of ``read_header``: real headers fit; only a longer one costs a second, full read."""
+
+
 def read_header(path: Path) -> PropheseeHeader:
-    """Parse the header of the file at ``path`` (reads at most ``MAX_HEADER_BYTES`` + 1 bytes)."""
+    """Parse the header of the file at ``path`` (reads at most ``MAX_HEADER_BYTES`` + 1 bytes).
+
+    ``hdr.head`` keeps the bytes read (at least the header and what follows it, up to 64 KiB)
+    so that a format can look at its binary preamble without opening the file again.
+    """
     with open(path, "rb") as f:
-        data = f.read(MAX_HEADER_BYTES + 1)
-    return parse_header(data, path, at_eof=len(data) <= MAX_HEADER_BYTES)
+        data = f.read(HEAD_BYTES)
+        if len(data) == HEAD_BYTES:
+            hdr = parse_header(data, path, at_eof=False)
+            if hdr.complete and hdr.data_offset + 16 <= len(data):  # the header ended inside the head
+                hdr.head = data
+                return hdr
+            data += f.read(MAX_HEADER_BYTES + 1 - len(data))
+    hdr = parse_header(data, path, at_eof=len(data) <= MAX_HEADER_BYTES)
+    hdr.head = data
+    return hdr
 
 
 def sniff_header(head: bytes) -> PropheseeHeader | None:
