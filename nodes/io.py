@@ -1,9 +1,13 @@
 """Built-in sources and sinks: ``replay`` (a recording), ``simulate`` (synthetic DVS), ``record``, ``print``.
 
 Sources pace themselves (``speed`` 1.0 = real time, 0 = as fast as downstream accepts) and end
-when their data ends, unless ``loop``. ``record`` writes through the drivers' writers and is
-flushed and closed by the runtime's drain, so a file is complete after SIGTERM. Network sources
-and sinks (``zmq_input``, ``publish``) live in :mod:`spikeflow.service.zmq_nodes`.
+when their data ends, unless ``loop``. ``replay`` and ``simulate`` are deterministic, so they can
+resume a stream: :meth:`Replay.resume_at` (called by the supervisor's link before the stream
+starts) makes ``packets()`` regenerate and skip, unpaced, every packet before a given ``seq``,
+then continue at the same pace with the same sequence numbers (docs/daemon.md, "Resume").
+``record`` writes through the drivers' writers and is flushed and closed by the runtime's
+drain, so a file is complete after SIGTERM. Network sources and sinks (``zmq_input``,
+``publish``) live in :mod:`spikeflow.service.zmq_nodes`.
 """
 
 from __future__ import annotations
@@ -12,12 +16,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
 from spikeflow.nodes.base import Node, PortMeta, Source, param
 from spikeflow.service.errors import ParamError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, window_bounds
@@ -123,6 +126,12 @@ class Replay(Source):
         self.files = [resolve_recording(x, f"{key}.{'path' if p.path else f'paths[{i}]'}") for i, x in enumerate(names)]
         self.path = self.files[0]
         self.packets_out = self.events_out = 0
+        self.resume_seq = 0
+
+    def resume_at(self, seq: int) -> None:
+        """Start the stream at packet ``seq`` (call before ``packets()``): the packets before it
+        are regenerated unpaced and skipped; from it on, the stream is paced as usual."""
+        self.resume_seq = _check_resume(self.name, seq)
 
     def _reader_options(self) -> dict:
         """``sensor_size`` goes to readers that accept it (formats without one in the file)."""
@@ -147,19 +156,24 @@ class Replay(Source):
             self.truths.append({"label": int(extra["label"]), "name": str(extra.get("name", extra["label"]))}
                                if "label" in extra else None)
         self.sensor_size = SensorSize(*self.params.sensor_size) if self.params.sensor_size is not None else size
+        # decode a first small chunk now: the format's numba kernels load here, before the worker
+        # reports ready (a restarted worker would otherwise stall ~1 s on its first packet)
+        with open_recording(self.files[0], format=self.params.format or None, chunk_events=1024,
+                            **self._reader_options()) as rec:
+            next(iter(rec), None)
         return {"events_out": PortMeta("events", self.sensor_size)}
 
     def packets(self) -> Iterator[tuple[str, Packet]]:
-        from spikeflow.drivers.replay import Replay as _Replay
-
         p = self.params
         offset_us, seq, end_us = 0, 0, 0
         playlist = len(self.files) > 1 or bool(p.paths)
+        resuming = self.resume_seq > 0
+        if resuming and p.loop:
+            yield from self._resumed_loop()
+            return
+        pacer = Pacer(p.speed, lambda: self.stopping) if resuming else None
         for k, (f, truth) in enumerate(zip(self.files, self.truths)):
-            self._replay = _Replay(str(f), window_us=p.window_us, count=p.count, speed=p.speed, loop=p.loop,
-                                   sensor_size=self.sensor_size, stream=f"{self.name}.events_out",
-                                   stop=lambda: self.stopping, format=p.format or None,
-                                   reader_options=self._reader_options())
+            self._replay = self._driver(f, 0.0 if resuming else p.speed, p.loop)
             onset_us = None
             for pkt in self._replay:
                 if onset_us is None:  # a playlist places each recording at an aligned onset after the gap
@@ -168,16 +182,65 @@ class Replay(Source):
                 if playlist:
                     pkt = _shifted(pkt, offset_us, seq)
                     seq += 1
+                end_us = pkt.t1_us
+                if pkt.seq < self.resume_seq:
+                    continue  # delivered by a previous incarnation: regenerated (same windows), not sent
+                if pacer is not None:
+                    pacer.wait_until(pkt.t1_us)  # due when its window closes, as the driver paces
+                    if self.stopping:
+                        return
+                    pkt.sent_ns = now_ns()
                 if truth is not None:
                     pkt.data = {**pkt.data, "truth": {**truth, "onset_us": int(onset_us)}}
                 self.packets_out += 1
                 self.events_out += pkt.count
-                end_us = pkt.t1_us
                 yield "events_out", pkt
             if self.stopping:
                 return
-            if playlist and k + 1 < len(self.files) and p.speed > 0:
-                Pacer(p.speed, lambda: self.stopping).sleep_us(p.gap_us)
+            if playlist and k + 1 < len(self.files) and p.speed > 0 and pacer is None:
+                Pacer(p.speed, lambda: self.stopping).sleep_us(p.gap_us)  # (a resumed stream's pacer spans gaps)
+
+    def _driver(self, f, speed: float, loop: bool):
+        from spikeflow.drivers.replay import Replay as _Replay
+
+        p = self.params
+        return _Replay(str(f), window_us=p.window_us, count=p.count, speed=speed, loop=loop,
+                       sensor_size=self.sensor_size, stream=f"{self.name}.events_out", stop=lambda: self.stopping,
+                       format=p.format or None, reader_options=self._reader_options())
+
+    def _resumed_loop(self) -> Iterator[tuple[str, Packet]]:
+        """A looping replay resumed at packet N. Every pass holds the same packets, shifted by the
+        span of a pass in time and by its packet count in seq (the driver's looping), so whole
+        passes are skipped by arithmetic after one unpaced pass to measure them: the cost of a
+        resume does not grow with the time the stream has run."""
+        per_pass, t_first, t_end = 0, None, 0
+        for pkt in self._driver(self.path, 0.0, False):
+            t_first = pkt.t0_us if t_first is None else t_first
+            t_end, per_pass = pkt.t1_us, per_pass + 1
+            if self.stopping:
+                return
+        if not per_pass:
+            return
+        truth = self.truths[0]
+        span, n = t_end - t_first, self.resume_seq // per_pass
+        pacer = Pacer(self.params.speed, lambda: self.stopping)
+        while not self.stopping:
+            self._replay = self._driver(self.path, 0.0, False)
+            for pkt in self._replay:
+                seq = n * per_pass + pkt.seq
+                if seq < self.resume_seq:
+                    continue
+                pkt = _shifted(pkt, n * span, seq)
+                pacer.wait_until(pkt.t1_us)
+                if self.stopping:
+                    return
+                pkt.sent_ns = now_ns()
+                if truth is not None:
+                    pkt.data = {**pkt.data, "truth": {**truth, "onset_us": int(t_first)}}
+                self.packets_out += 1
+                self.events_out += pkt.count
+                yield "events_out", pkt
+            n += 1
 
     def stats(self):
         out = {"path": str(self.path), "files": len(self.files), "packets_out": self.packets_out,
@@ -186,6 +249,12 @@ class Replay(Source):
         if r is not None:
             out.update({k: v for k, v in r.stats().items() if k.startswith("late") or k == "passes"})
         return out
+
+
+def _check_resume(name: str, seq) -> int:
+    if isinstance(seq, bool) or int(seq) != seq or seq < 0:
+        raise ParamError(f"nodes.{name}", f"resume position must be a packet seq >= 0, got {seq!r}")
+    return int(seq)
 
 
 def _shifted(pkt: Packet, offset_us: int, seq: int) -> Packet:
@@ -225,7 +294,18 @@ class Simulate(Source):
     def setup(self, meta):
         self.sensor_size = SensorSize(self.params.size, self.params.size, 2)
         self.packets_out = self.events_out = 0
+        self.resume_seq = getattr(self, "resume_seq", 0)
+        if self.params.scene == "bars":  # load the pixel simulator's kernels now, not at the first packet
+            from spikeflow.drivers.simulator import DvsSimulator, PixelParams
+
+            sim = DvsSimulator(8, 8, PixelParams(shot_noise_rate_hz=0.1), seed=0)
+            sim.feed(_bar_frame(8, 0.0), 0)
+            sim.feed(_bar_frame(8, 2.0), 1000)
         return {"events_out": PortMeta("events", self.sensor_size)}
+
+    def resume_at(self, seq: int) -> None:
+        """Start at packet ``seq``: earlier windows are simulated (same seed, same events) but not sent."""
+        self.resume_seq = _check_resume(self.name, seq)
 
     def _windows(self, offset_us: int, rep: int) -> Iterator[np.ndarray]:
         """Event arrays of one pass, window by window (bars: simulated frame by frame)."""
@@ -258,6 +338,10 @@ class Simulate(Source):
             for ev in self._windows(offset, rep):
                 if self.stopping:
                     return
+                if seq < self.resume_seq:  # delivered by a previous incarnation
+                    seq += 1
+                    t0 += p.window_us
+                    continue
                 pacer.wait_until(t0 + p.window_us)
                 pkt = events_packet(np.ascontiguousarray(ev, EVENT_DTYPE), stream, seq, self.sensor_size,
                                     t0, t0 + p.window_us)

@@ -11,9 +11,11 @@ replies are single JSON frames, so any language can drive it::
     anything else                         -> {"ok": false, "error": "..."}
 
 Worker link (DEALER in each worker -> ROUTER in the daemon), JSON frames plus raw array
-frames for learned state: ``hello``, ``heartbeat`` (with metrics, every ``heartbeat_s``),
-``state`` (reply to a snapshot), ``reply``, ``done``, ``fatal``; the daemon sends ``stop``,
-``snapshot`` and ``load`` commands. A worker whose parent (the daemon) is gone drains and exits.
+frames for learned state: ``hello``, ``heartbeat`` (with metrics and the sources' settled
+positions, every ``heartbeat_s``), ``state`` (reply to a snapshot), ``reply``, ``done``,
+``fatal``; the daemon sends ``resume`` (where a restarted worker's sources start), ``start``
+(open the sources' gate), ``stop``, ``snapshot`` and ``load``. A worker whose parent (the
+daemon) is gone drains and exits.
 
 Snapshots are one npz of ``node/key`` arrays, written to a temporary file in the same
 directory, fsynced, then renamed over the target (atomic on POSIX: a reader sees the old or
@@ -33,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import zmq
-
 from spikeflow.service.errors import ModelError, SpikeflowError
 
 log = logging.getLogger("spikeflow.control")
@@ -109,7 +110,7 @@ class ControlClient:
         self._ctx = context or zmq.Context.instance()
 
     @classmethod
-    def find(cls, run_dir: str | Path | None = None, name: str | None = None, **kw) -> "ControlClient":
+    def find(cls, run_dir: str | Path | None = None, name: str | None = None, **kw) -> ControlClient:
         info = find_daemon(run_dir, name)
         return cls(info["control"], **kw)
 
@@ -213,6 +214,40 @@ def find_daemon(run_dir: str | Path | None = None, name: str | None = None) -> d
 
 # -- worker side of the link ------------------------------------------------------------------
 
+def resumable_sources(worker) -> list[str]:
+    """The worker's source nodes that can restart their stream at a packet (``resume_at``)."""
+    return [n for n in worker.names if worker.nodes[n].is_source and hasattr(worker.nodes[n], "resume_at")]
+
+
+class SourcePositions:
+    """Where each resumable source of a worker may restart without losing a packet.
+
+    The runtime counts, on its node thread, the packets the chain has taken from a source
+    (``packets_out``); the chain handles one packet at a time, so at a heartbeat every packet
+    before ``resume_seq + taken - 1`` (the last one may still be in its send) has been handed to
+    the outgoing edges. Reported positions lag one heartbeat behind that ("settled"), so what
+    they count has had ``heartbeat_s`` to leave the process: credit flow control keeps every
+    edge's unacknowledged window within the receiver's queue, so it is not stuck in ZeroMQ's
+    buffers when the process dies. Positions are therefore a lower bound of what downstream
+    received: a restart from them loses nothing and repeats at most about two heartbeats of
+    packets (at-least-once; the repeats carry their original ``seq``).
+    """
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.names = resumable_sources(worker)
+        self._pending: dict[str, int] = {}
+
+    def settled(self) -> dict[str, int]:
+        """Positions as of the previous call (call it once per heartbeat)."""
+        out = dict(self._pending)
+        w = self.worker
+        for n in self.names:
+            taken = int(w.metrics[n].counters["packets_out"])
+            self._pending[n] = int(getattr(w.nodes[n], "resume_seq", 0)) + max(0, taken - 1)
+        return out
+
+
 class WorkerLink:
     """A worker's thread talking to the daemon: heartbeats with metrics, and commands."""
 
@@ -255,12 +290,13 @@ class WorkerLink:
     def _loop(self, worker) -> None:
         next_beat = 0.0
         pending: list[tuple[dict, threading.Event, dict]] = []
+        positions = SourcePositions(worker)
         while not self._done.is_set():
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.heartbeat_s
                 self._send({"type": "heartbeat", "worker": self.worker, "pid": os.getpid(),
-                            "metrics": worker.snapshot_metrics()})
+                            "metrics": worker.snapshot_metrics(), "positions": positions.settled()})
                 if os.getppid() != self._parent:
                     log.warning("daemon (pid %d) is gone: draining", self._parent)
                     worker.request_stop()
@@ -277,6 +313,11 @@ class WorkerLink:
                 cmd = msg.get("cmd")
                 if cmd == "stop":
                     worker.request_stop()
+                elif cmd == "resume":  # always before "start": sources wait at the gate until then
+                    for name, seq in (msg.get("positions") or {}).items():
+                        if name in positions.names:
+                            worker.nodes[name].resume_at(int(seq))
+                            log.info("source %s resumes at packet %d", name, int(seq))
                 elif cmd == "start":
                     worker.open_gate()
                 elif cmd in ("snapshot", "load"):

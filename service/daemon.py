@@ -11,6 +11,11 @@ SIGTERM/SIGINT (or the ``stop`` command): every worker is told to drain (sources
 packets are processed, sinks flushed and closed); the daemon waits for them, removes its pid
 and info files and exits 0. Workers run in their own session, so a terminal's Ctrl-C reaches
 the daemon only and the drain happens in order.
+
+Restarts (see :mod:`spikeflow.service.supervisor`): a restarted worker's sources get their
+resume positions before their gate opens, and the outgoing edges of a worker that finished
+its stream are held open by the daemon (:class:`EndedEdge`), which answers any receiver that
+connects later (a restarted consumer) with the end-of-stream marker its upstream already sent.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -27,19 +33,94 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-
-from spikeflow.service.control import (default_run_dir, info_path, pid_alive, read_snapshot, save_snapshot,
-                                       unpack_arrays)
+from spikeflow.service.control import (
+    default_run_dir,
+    info_path,
+    pid_alive,
+    read_snapshot,
+    save_snapshot,
+    unpack_arrays,
+)
 from spikeflow.service.errors import GraphError, SpikeflowError
-from spikeflow.service.graph import LOOPBACK_HOSTS, GraphSpec, check_graph, endpoint_host, metas_to_json
+from spikeflow.service.graph import (
+    LOOPBACK_HOSTS,
+    GraphSpec,
+    check_graph,
+    endpoint_host,
+    metas_to_json,
+)
 from spikeflow.service.metrics import merge_node_dicts, summarize
-from spikeflow.service.runtime import edge_endpoints
-from spikeflow.service.supervisor import Supervisor, worker_command
+from spikeflow.service.protocol import encode
+from spikeflow.service.runtime import edge_endpoints, edge_key, eos_packet
+from spikeflow.service.supervisor import (
+    Supervisor,
+    spare_command,
+    spare_marker,
+    worker_command,
+)
 
 log = logging.getLogger("spikeflow.daemon")
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:*"
 LOOP_S = 0.05
+
+CREDIT = struct.Struct("<cIQ")
+"""An edge receiver's credit message: b"K", receiver id u32 LE, messages consumed u64 LE (the
+edge protocol of :mod:`spikeflow.service.edges`)."""
+
+EOS_REPEAT_S = 1.0
+"""An end-of-stream a receiver has not consumed after this long is sent again."""
+
+
+class EndedEdge:
+    """The sending end of an edge whose worker has finished, held open by the daemon.
+
+    A worker that exits 0 has sent everything, end-of-stream last, on each outgoing edge. A
+    consumer restarted after that (or one that lost the marker with its dead predecessor's
+    socket) would wait for it forever; so the daemon binds the finished worker's endpoint and
+    sends the marker to any receiver that connects. It sends only to an idle receiver, one
+    that repeats the same credit (an edge receiver repeats its credit only while it waits on an
+    empty queue), so the marker never overtakes data the finished worker sent before it: the
+    consumer loses nothing it already accepted and ends its input as if the worker were there.
+    """
+
+    def __init__(self, context: zmq.Context, key: str, endpoint: str, stream: str):
+        self.key, self.endpoint = key, endpoint
+        self._frames = [bytes(f) for f in encode(eos_packet(stream))]
+        self.sock = context.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError:
+            self.sock.close(0)
+            raise
+        self._credit: dict[bytes, tuple[int, int]] = {}   # peer -> its last (receiver id, consumed)
+        self._sent: dict[tuple[int, int], float] = {}     # (receiver id, consumed) -> when the marker went
+        self.markers_sent = 0
+
+    def pump(self) -> None:
+        """Read credits; send the marker to receivers that wait on an empty queue."""
+        while self.sock.poll(0, zmq.POLLIN):
+            frames = self.sock.recv_multipart()
+            if len(frames) != 2 or len(frames[1]) != CREDIT.size or frames[1][:1] != b"K":
+                continue
+            peer = frames[0]
+            _, rid, consumed = CREDIT.unpack(frames[1])
+            previous, self._credit[peer] = self._credit.get(peer), (rid, consumed)
+            sent = self._sent.get((rid, consumed))
+            if previous != (rid, consumed) or (sent is not None and time.monotonic() - sent < EOS_REPEAT_S):
+                continue
+            try:
+                self.sock.send_multipart([peer, *self._frames], flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue  # the peer went away meanwhile
+            self._sent[(rid, consumed)] = time.monotonic()
+            self.markers_sent += 1
+            log.info("edge %s: end-of-stream sent on behalf of its finished upstream", self.key)
+
+    def close(self) -> None:
+        self.sock.close(0)
 
 
 class Daemon:
@@ -48,7 +129,7 @@ class Daemon:
 
     def __init__(self, spec: GraphSpec, *, run_dir: str | Path | None = None, control: str = DEFAULT_CONTROL,
                  exit_when_done: bool = False, allow_remote: bool = False, snapshot: str | Path | None = None,
-                 log_file: str | Path | None = None):
+                 log_file: str | Path | None = None, spare: bool | None = None):
         self.spec = spec
         self.name = spec.name
         self.run_dir = Path(run_dir) if run_dir else default_run_dir()
@@ -73,6 +154,11 @@ class Daemon:
         self._scratch: Path | None = None
         self.supervisor: Supervisor | None = None
         self.final_metrics: dict[str, Any] | None = None
+        self.ended_edges: dict[str, EndedEdge] = {}   # edge key -> held open for a finished upstream
+        # a warm spare for long-lived daemons (serve); a run to completion (run, benchmarks) has
+        # no CPU to spare for an idle process's warm-up
+        self.use_spare = (not exit_when_done) if spare is None else spare
+        self._spare: subprocess.Popen | None = None   # a warm process waiting to replace a dead worker
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,12 +205,43 @@ class Daemon:
         cfg = {"graph": self.spec.raw, "worker": worker, "incarnation": incarnation, "daemon": self.link_endpoint,
                "metas": metas_to_json(self.metas), "endpoints": self.endpoints,
                "snapshot": self.last_snapshot, "allow_remote": self.allow_remote}
-        path = self._scratch / f"{worker}.json"
+        path = self._scratch / f"{worker}-{incarnation}.json"
         path.write_text(json.dumps(cfg))
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            try:
+                spare.stdin.write(f"{path}\n".encode())
+                spare.stdin.close()
+                log.info("worker %s: incarnation %d runs in the warm spare (pid %d)", worker, incarnation, spare.pid)
+                return spare
+            except OSError as e:  # it died meanwhile: start a fresh process
+                log.warning("warm spare (pid %d) unusable: %s", spare.pid, e)
+                _dismiss(spare)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as logf:
             return subprocess.Popen(worker_command(str(path)), stdin=subprocess.DEVNULL, stderr=logf,
                                     start_new_session=True)
+
+    def _keep_spare(self) -> None:
+        """Keep one warm spare while the graph runs, started when no worker is starting (a spare
+        warming up competes for the CPU with starting workers)."""
+        if not self.use_spare or not self._started or self.stopping:
+            return
+        if self._spare is not None and self._spare.poll() is None:
+            return
+        if any(w.state in ("starting", "restarting") for w in self.supervisor.workers.values()):
+            return
+        if self._spare is not None:  # a spare only exits when told to: something is wrong with it
+            log.warning("warm spare (pid %d) exited with status %s; restarts start fresh processes from now on",
+                        self._spare.pid, self._spare.returncode)
+            self._spare, self.use_spare = None, False
+            return
+        path = self._scratch / "spare.json"
+        path.write_text(json.dumps({"graph": self.spec.raw, "metas": metas_to_json(self.metas),
+                                    "allow_remote": self.allow_remote, "warm_dir": str(self._scratch)}))
+        with open(self.log_file, "ab") as logf:
+            self._spare = subprocess.Popen(spare_command(str(path)), stdin=subprocess.PIPE, stderr=logf,
+                                           start_new_session=True)
 
     # -- main loop --------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
@@ -147,6 +264,8 @@ class Daemon:
         log.info("daemon %s: %s: draining workers", self.name, why)
         self.stopping = True
         self.supervisor.stopping = True
+        if self._spare is not None:
+            _dismiss(self._spare, wait_s=0)
         self._stop_deadline = time.monotonic() + self.spec.options.drain_timeout_s + 10.0
         for w in self.supervisor.live():
             self._tell(w, {"cmd": "stop"})
@@ -165,7 +284,9 @@ class Daemon:
                     else:
                         self._on_link(frames)
             sup.check()
+            self._hold_ended_edges()
             self._maybe_start()
+            self._keep_spare()
             self._timers()
             if self.stopping:
                 if not sup.live():
@@ -177,10 +298,30 @@ class Daemon:
                 break
         self._drain_link()
         self.final_metrics = self.metrics()
-        failed = [w.name for w in sup.workers.values() if w.state == "failed" or (w.exit_code not in (0, None)
-                                                                                  and not self.stopping)]
+        failed = [w.name for w in sup.workers.values() if w.state == "failed" or (
+            w.exit_code not in (0, None) and w.state != "done" and not self.stopping)]
         log.info("daemon %s exits (%s)", self.name, f"failed workers: {failed}" if failed else "clean")
         return 1 if failed and self.exit_when_done else 0
+
+    def _hold_ended_edges(self) -> None:
+        """Hold open the outgoing edges of finished workers (:class:`EndedEdge`) and serve them."""
+        for e in self.ended_edges.values():
+            e.pump()
+        if self.stopping:
+            return
+        workers = self.supervisor.workers
+        for consumer, inp in self.spec.cross_edges():
+            key = edge_key(inp, consumer)
+            up = workers[self.spec.nodes[inp.node].worker]
+            if key in self.ended_edges or up.state != "done" or up.alive:
+                continue
+            if workers[self.spec.nodes[consumer].worker].state in ("done", "failed"):
+                continue
+            try:
+                self.ended_edges[key] = EndedEdge(self._ctx, key, self.endpoints[key], f"{inp.node}.{inp.out_port}")
+            except zmq.ZMQError as e:  # retried on the next turn of the loop
+                log.warning("edge %s: cannot hold %s open for its finished upstream: %s", key,
+                            self.endpoints[key], e)
 
     def _drain_link(self) -> None:
         """Read the final messages (``done`` with metrics) the workers sent before exiting."""
@@ -227,9 +368,17 @@ class Daemon:
             if self.stopping:
                 self._tell(w, {"cmd": "stop"})
             elif self._started:
-                self._tell(w, {"cmd": "start"})  # a restarted worker joins a running graph
+                self._start(w)  # a restarted worker joins a running graph
             else:
                 self._maybe_start()
+
+    def _start(self, w) -> None:
+        """Open a worker's source gate; a restarted one first learns where its sources resume."""
+        if any(w.positions.values()):
+            self._tell(w, {"cmd": "resume", "positions": w.positions})
+            log.info("worker %s: sources resume at %s", w.name,
+                     ", ".join(f"{n} packet {s}" for n, s in sorted(w.positions.items())))
+        self._tell(w, {"cmd": "start"})
 
     def _maybe_start(self) -> None:
         """Once every worker is connected (or given up on), open all source gates together."""
@@ -238,7 +387,7 @@ class Daemon:
             self._started = True
             for x in ws:
                 if x.alive:
-                    self._tell(x, {"cmd": "start"})
+                    self._start(x)
 
     # -- control requests -------------------------------------------------------------------
     def _on_control(self, frames) -> None:
@@ -324,11 +473,20 @@ class Daemon:
         for w in self.supervisor.workers.values():
             workers[w.name] = {"pid": w.pid, "state": w.state, "alive": w.alive, "restarts": w.restarts,
                                "incarnation": w.incarnation, "nodes": w.nodes, "exit_code": w.exit_code,
-                               "heartbeat_age_s": round(now - w.last_seen, 3), "error": w.last_error}
+                               "heartbeat_age_s": round(now - w.last_seen, 3), "error": w.last_error,
+                               "last_restart": w.last_restart, "positions": w.positions}
         return {"name": self.name, "pid": os.getpid(), "graph": self.spec.source,
                 "state": "stopping" if self.stopping else "running", "uptime_s": round(time.time() - self.started, 3),
                 "control": self.control_endpoint, "restarts": self.supervisor.total_restarts,
+                "ended_edges": {k: e.markers_sent for k, e in sorted(self.ended_edges.items())},
+                "spare": self._spare_status(),
                 "last_snapshot": self.last_snapshot, "log": str(self.log_file), "workers": workers}
+
+    def _spare_status(self) -> dict[str, Any] | None:
+        sp = self._spare
+        if sp is None or sp.poll() is not None:
+            return None
+        return {"pid": sp.pid, "warm": spare_marker(self._scratch, sp.pid).exists()}
 
     def metrics(self) -> dict[str, Any]:
         nodes, edges, workers = {}, {}, {}
@@ -351,6 +509,11 @@ class Daemon:
         if self.supervisor is not None:
             self.supervisor.stopping = True
             self.supervisor.kill_remaining()
+        if self._spare is not None:
+            _dismiss(self._spare, wait_s=0.5)
+            self._spare = None
+        for e in self.ended_edges.values():
+            e.close()
         for sock in ("control", "link"):
             s = getattr(self, sock, None)
             if s is not None:
@@ -360,6 +523,21 @@ class Daemon:
             _remove_if_ours(p)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _dismiss(spare: subprocess.Popen, wait_s: float = 5.0) -> None:
+    """End a warm spare: end of its stdin makes it exit; SIGKILL if it does not within ``wait_s``."""
+    try:
+        spare.stdin.close()
+    except OSError:
+        pass
+    if wait_s <= 0:
+        return
+    try:
+        spare.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        spare.kill()
+        spare.wait(timeout=5)
 
 
 def _remove_if_ours(path: Path) -> None:

@@ -7,10 +7,24 @@ snapshot, while the other workers keep running: edges reconnect by themselves (l
 upstream senders wait meanwhile; realtime ones drop and count). Restarts are counted and logged;
 a worker that dies more than ``max_restarts`` times within ``restart_window_s`` is marked
 ``failed`` and left down. A worker that exits 0 has finished its stream (``done``).
+
+A warm spare shortens restarts: once the graph runs, the daemon keeps one spare process
+(:func:`spare_main`) that has done what every worker start costs (interpreter, imports of
+numpy, numba, ZeroMQ and every node module, and a dry build of the graph's nodes, which loads
+their numba kernels) and then waits on its stdin. A dead worker's successor is that spare, told
+the path of its spec; a new spare is started once the successor is up.
+
+Sources resume: heartbeats carry each resumable source's settled position (see
+:class:`spikeflow.service.control.SourcePositions`); the supervisor keeps the latest across
+incarnations, and the daemon hands it to the restarted worker before its sources start. Each
+restart is timed (death seen -> hello, i.e. built and warmed up -> first packets moving) and
+shown in ``status`` as ``last_restart``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -18,8 +32,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from spikeflow.service.graph import GraphOptions
 
@@ -48,6 +64,10 @@ class WorkerProc:
     previous: dict[str, Any] = field(default_factory=dict)      # merged node metrics of dead incarnations
     exit_code: int | None = None
     last_error: str = ""
+    positions: dict[str, int] = field(default_factory=dict)     # source -> settled resume seq (all incarnations)
+    said_done: bool = False                                     # this incarnation sent its final message
+    died_at: float | None = None                                # monotonic time the last death was seen
+    last_restart: dict[str, Any] = field(default_factory=dict)  # timings of the last restart (seconds)
 
     @property
     def identity(self) -> bytes:
@@ -79,7 +99,7 @@ class Supervisor:
 
     def _spawn(self, w: WorkerProc) -> None:
         w.proc = self.launch(w.name, w.incarnation)
-        w.state, w.hello, w.exit_code, w.restart_at = "starting", False, None, None
+        w.state, w.hello, w.exit_code, w.restart_at, w.said_done = "starting", False, None, None, False
         w.started = w.last_seen = time.monotonic()
         log.info("worker %s started (pid %d, incarnation %d, nodes %s)", w.name, w.proc.pid, w.incarnation,
                  ", ".join(w.nodes))
@@ -93,21 +113,31 @@ class Supervisor:
         return w
 
     def on_message(self, w: WorkerProc, msg: dict[str, Any]) -> None:
-        w.last_seen = time.monotonic()
+        now = w.last_seen = time.monotonic()
         kind = msg.get("type")
         if kind == "hello":
             w.hello = True
             if w.state == "starting":
                 w.state = "running"
+            if w.died_at is not None:
+                w.last_restart["ready_s"] = round(now - w.died_at, 3)
         elif kind in ("heartbeat", "done"):
             w.hello = True
+            for name, seq in (msg.get("positions") or {}).items():
+                if isinstance(seq, int) and seq > w.positions.get(name, -1):
+                    w.positions[name] = seq
             m = msg.get("metrics") or {}
             if m:
                 w.metrics = m
                 st = m.get("state")
                 if st in ("running", "draining") and w.state in ("starting", "running", "draining"):
                     w.state = st
+                if w.died_at is not None and "flowing_s" not in w.last_restart and _moved(m):
+                    w.last_restart["flowing_s"] = round(now - w.died_at, 3)
+                    log.info("worker %s flows again %.2fs after it died (ready after %.2fs)", w.name,
+                             now - w.died_at, w.last_restart.get("ready_s", float("nan")))
             if kind == "done":
+                w.said_done = True
                 w.last_error = "; ".join(msg.get("failures") or [])
         elif kind == "fatal":
             w.last_error = str(msg.get("error", ""))
@@ -133,7 +163,14 @@ class Supervisor:
                     self._died(w, f"{why}{': ' + w.last_error if w.last_error else ''}")
             elif code is None and not self.stopping and w.state in ("starting", "running", "draining"):
                 limit = self.options.liveness_s if w.hello else max(STARTUP_GRACE_S, self.options.liveness_s)
-                if now - w.last_seen > limit:
+                if now - w.last_seen > limit and w.said_done:
+                    # its stream is over and its final metrics are in: a process stuck on its way
+                    # out (e.g. in ZeroMQ's context termination) is ended, not restarted
+                    log.warning("worker %s (pid %d) finished its stream but has not exited after %.1fs: killing it",
+                                w.name, w.pid, now - w.last_seen)
+                    self._kill(w)
+                    w.state = "failed" if w.last_error else "done"
+                elif now - w.last_seen > limit:
                     log.error("worker %s (pid %d) silent for %.1fs: killing it", w.name, w.pid, now - w.last_seen)
                     self._kill(w)
                     self._died(w, f"no heartbeat for {now - w.last_seen:.1f}s")
@@ -159,6 +196,8 @@ class Supervisor:
         for node, d in (w.metrics.get("nodes") or {}).items():  # keep what the dead incarnation counted
             w.previous[node] = merge_node_dicts(w.previous.get(node), d)
         w.metrics = {}
+        w.died_at = now
+        w.last_restart = {"why": why}
         w.restart_times.append(now)
         recent = sum(1 for t in w.restart_times if now - t <= self.options.restart_window_s)
         if recent > self.options.max_restarts:
@@ -187,6 +226,77 @@ class Supervisor:
             w.state = "stopped"
 
 
+def _moved(metrics: dict[str, Any]) -> bool:
+    """A worker's metrics show packets through its nodes (its incarnation is doing work)."""
+    return any((d.get("counters") or {}).get("packets_in", 0) or (d.get("counters") or {}).get("packets_out", 0)
+               for d in (metrics.get("nodes") or {}).values())
+
+
 def worker_command(spec_path: str) -> list[str]:
     """The command line of a worker process."""
     return [sys.executable, "-m", "spikeflow.service.runtime", spec_path]
+
+
+def spare_command(spare_cfg_path: str) -> list[str]:
+    """The command line of a warm spare (:func:`spare_main`); its stdin must be a pipe."""
+    return [sys.executable, "-m", "spikeflow.service.supervisor", spare_cfg_path]
+
+
+def spare_marker(warm_dir: str | Path, pid: int) -> Path:
+    """The file a spare creates when its warm-up is over."""
+    return Path(warm_dir) / f"spare-{pid}.warm"
+
+
+def warm_up(spec, metas) -> list[str]:
+    """Dry-build (set up, then close) every node of ``spec`` that opens no endpoint; returns them.
+
+    ``setup`` is where nodes load their numba kernels (from numba's cache, or compile them), so
+    afterwards this process holds them in memory (``replay`` decodes a first chunk there, so its
+    format decoder's kernels load too). Nodes with an endpoint parameter (``publish``, ``zmq_input``) are left out:
+    their setup binds sockets a live worker may hold. Failures are ignored (the spare only
+    prepares; the real build reports errors).
+    """
+    from spikeflow.service.graph import resolve_metas
+
+    done = []
+    for name in spec.order:
+        fields = [f.name for f in dataclasses.fields(spec.nodes[name].params)] \
+            if dataclasses.is_dataclass(spec.nodes[name].params) else []
+        if any(f == "endpoint" or f.endswith("_endpoint") for f in fields):
+            continue
+        try:
+            _, built = resolve_metas(spec, metas, only=[name])
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            log.debug("warm-up of %s skipped: %s", name, e)
+            continue
+        for node in built.values():
+            try:
+                node.close()
+            except Exception as e:  # noqa: BLE001
+                log.debug("closing %s after its warm-up: %s", name, e)
+        done.append(name)
+    return done
+
+
+def spare_main(argv: list[str]) -> int:
+    """A warm spare: prepare (imports, :func:`warm_up`), then wait for a worker spec path on stdin
+    and run that worker in this process. End of stdin (the daemon dismissed it or is gone): exit 0."""
+    cfg = json.loads(Path(argv[0]).read_text())
+    from spikeflow.service import control, runtime  # noqa: F401 - imported now, not at the restart
+    from spikeflow.service.graph import load_graph, metas_from_json
+
+    try:
+        spec = load_graph(cfg["graph"], allow_remote=cfg.get("allow_remote", False))
+        warm_up(spec, metas_from_json(cfg["metas"]))
+    except Exception as e:  # noqa: BLE001 - a spare that could not warm up still serves, just colder
+        print(f"spare[{os.getpid()}]: warm-up failed: {type(e).__name__}: {e}", file=sys.stderr)
+    Path(spare_marker(cfg["warm_dir"], os.getpid())).touch()  # "warm" (the daemon's status shows it)
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    sys.stdin.close()
+    return runtime.main([line])
+
+
+if __name__ == "__main__":
+    sys.exit(spare_main(sys.argv[1:]))

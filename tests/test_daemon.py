@@ -443,6 +443,8 @@ inputs = {{ events_in = "inp.events_out" }}
 params = {{ path = "{out}" }}
 """
     d = daemons(graph, tmp_path, "zin")
+    # pushed frames wait in the pusher only until it closes: push once zmq_input is bound (worker up)
+    d.wait_status(lambda s: s["workers"]["main"]["state"] == "running", what="worker running")
     ev, _ = read_recording(nmnist)
     good = [ev[i:i + 500] for i in range(0, len(ev), 500)]
     ctx = zmq.Context.instance()
