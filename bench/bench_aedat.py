@@ -3,14 +3,19 @@
     .venv/bin/python bench/bench_aedat.py [--repeats 7] [--gesture-copies 10] [--markdown]
 
 Rates are M events/s from the median wall time and the median CPU time of ``--repeats`` runs,
-decode only (file in the page cache, events iterated chunk by chunk, nothing kept). References:
+decode only (file in the page cache, events iterated chunk by chunk, nothing kept), each run
+after a ``gc.collect()`` as in bench_decode.py (so small files are measured with cold caches,
+as bench_decode.py measures them). References:
 
-* AEDAT 4: ``aedat`` (Rust) and ``dv-processing`` (C++) on the real files of ../shared.
+* AEDAT 4: ``aedat`` (Rust) and ``dv-processing`` (C++) on the real files of ../shared. Both
+  hand out their own packet arrays, which the bench only counts; ``dv-processing -> EVENT_DTYPE``
+  also converts them into one array of our dtype, the same output ours produces.
 * AEDAT 3.1: no real file exists, so the ten real DvsGesture clips (SLAYER .bs2) are written
   ``--gesture-copies`` times back to back with our writer; reference: tonic's AEDAT 3 path
   (``get_aer_events_from_file`` + the DvsGesture bit extraction of ``read_dvs_ibm``).
-* AEDAT 2.0: tonic (``get_aer_events_from_file`` + the jAER DVS128 bit extraction), on the real
-  MNIST-DVS file and on its records repeated 100 times (1.57 M events).
+* AEDAT 2.0: tonic's ``get_aer_events_from_file`` alone (raw big-endian words, what
+  bench_decode.py times) and followed by the jAER DVS128 bit extraction into x, y, t, p (our
+  output), on the real MNIST-DVS file and on its records repeated 100 times (1.57 M events).
 
 Peak memory is the tracemalloc peak of one separate decode (numpy and Python allocations).
 """
@@ -18,6 +23,7 @@ Peak memory is the tracemalloc peak of one separate decode (numpy and Python all
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -38,6 +44,7 @@ def median_s(fn, repeats: int) -> tuple[float, float]:
     fn()  # warm-up: numba cache load, page cache
     wall, cpu = [], []
     for _ in range(repeats):
+        gc.collect()
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         wall.append(time.perf_counter() - t0)
@@ -88,6 +95,34 @@ def ref_dv(path):
             ev = b.numpy()
             n += len(ev)
         return n
+    return run
+
+
+def ref_dv_events(path):
+    """dv-processing, then its batches converted into one EVENT_DTYPE array: our output."""
+    import dv_processing as dv
+
+    from spikeflow.service.events import EVENT_DTYPE
+
+    def run():
+        rec = dv.io.MonoCameraRecording(str(path))
+        parts = []
+        while (b := rec.getNextEventBatch()) is not None:
+            parts.append(b.numpy())
+        raw = np.concatenate(parts)
+        ev = np.empty(len(raw), EVENT_DTYPE)
+        ev["t"], ev["x"], ev["y"], ev["p"] = raw["timestamp"], raw["x"], raw["y"], raw["polarity"]
+        return len(ev)
+    return run
+
+
+def ref_tonic_raw(path):
+    """tonic's AEDAT 2.0 path as bench_decode.py times it: raw (address, timestamp) words only."""
+    import tonic.io
+
+    def run():
+        v, start, _ = tonic.io.read_aedat_header_from_file(str(path))
+        return len(tonic.io.get_aer_events_from_file(str(path), v, start))
     return run
 
 
@@ -146,13 +181,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as td:
         g = gesture_file(Path(td), args.gesture_copies)
         m = mnist_dvs_file(Path(td), 100)
+        a2 = [("tonic raw words", ref_tonic_raw), ("tonic -> x,y,t,p", lambda p: ref_tonic_aer(p, "dvs128"))]
+        a4 = [("aedat", ref_aedat), ("dv-processing", ref_dv), ("dv-processing -> EVENT_DTYPE", ref_dv_events)]
         cases = [
-            ("AEDAT 4", SHARED / "tonic-testdata/sample.aedat4", [("aedat", ref_aedat), ("dv-processing", ref_dv)]),
-            ("AEDAT 4", SHARED / "faery-testdata/davis346.aedat4", [("aedat", ref_aedat), ("dv-processing", ref_dv)]),
-            ("AEDAT 4", SHARED / "aermanager-testdata/data_sample.aedat4", [("aedat", ref_aedat), ("dv-processing", ref_dv)]),
+            ("AEDAT 4", SHARED / "tonic-testdata/sample.aedat4", a4),
+            ("AEDAT 4", SHARED / "faery-testdata/davis346.aedat4", a4),
+            ("AEDAT 4", SHARED / "aermanager-testdata/data_sample.aedat4", a4),
             ("AEDAT 3.1", g, [("tonic", lambda p: ref_tonic_aer(p, "ibm"))]),
-            ("AEDAT 2.0", SHARED / "mnist-dvs/mnist_0_scale04_0001.aedat", [("tonic", lambda p: ref_tonic_aer(p, "dvs128"))]),
-            ("AEDAT 2.0", m, [("tonic", lambda p: ref_tonic_aer(p, "dvs128"))]),
+            ("AEDAT 2.0", SHARED / "mnist-dvs/mnist_0_scale04_0001.aedat", a2),
+            ("AEDAT 2.0", m, a2),
         ]
         for fmt, path, refs in cases:
             run = ours(path)

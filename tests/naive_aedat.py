@@ -49,3 +49,65 @@ def naive_aedat31(data: bytes):
 def naive_aedat4_events(buf: bytes, off: int, n: int):
     """(t, x, y, on) of ``n`` 16-byte Event structs at ``buf[off:]``."""
     return np.array([struct.unpack_from("<qhhB", buf, off + 16 * i) for i in range(n)], np.int64).reshape(-1, 4)
+
+
+def naive_xxh32(data: bytes, seed: int = 0) -> int:
+    """XXH32, straight from the specification (Python ints, masked to 32 bits)."""
+    p1, p2, p3, p4, p5, m = 2654435761, 2246822519, 3266489917, 668265263, 374761393, 0xFFFFFFFF
+
+    def rotl(x, r):
+        return ((x << r) | (x >> (32 - r))) & m
+
+    n, i = len(data), 0
+    if n >= 16:
+        v = [(seed + p1 + p2) & m, (seed + p2) & m, seed & m, (seed - p1) & m]
+        while i + 16 <= n:
+            for j in range(4):
+                lane, = struct.unpack_from("<I", data, i + 4 * j)
+                v[j] = (rotl((v[j] + lane * p2) & m, 13) * p1) & m
+            i += 16
+        h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12) + rotl(v[3], 18)) & m
+    else:
+        h = (seed + p5) & m
+    h = (h + n) & m
+    while i + 4 <= n:
+        w, = struct.unpack_from("<I", data, i)
+        h = (rotl((h + w * p3) & m, 17) * p4) & m
+        i += 4
+    while i < n:
+        h = (rotl((h + data[i] * p5) & m, 11) * p1) & m
+        i += 1
+    h = ((h ^ (h >> 15)) * p2) & m
+    h = ((h ^ (h >> 13)) * p3) & m
+    return h ^ (h >> 16)
+
+
+def naive_lz4_block(block: bytes) -> bytes:
+    """Decode one LZ4 block one byte at a time, as the block format specification describes it."""
+    out, i = bytearray(), 0
+    while i < len(block):
+        token = block[i]
+        i += 1
+        lit = token >> 4
+        if lit == 15:
+            while True:
+                lit += block[i]
+                i += 1
+                if block[i - 1] != 255:
+                    break
+        out += block[i:i + lit]
+        i += lit
+        if i >= len(block):
+            break
+        off = block[i] | (block[i + 1] << 8)
+        i += 2
+        ml = token & 15
+        if ml == 15:
+            while True:
+                ml += block[i]
+                i += 1
+                if block[i - 1] != 255:
+                    break
+        for _ in range(ml + 4):
+            out.append(out[-off])
+    return bytes(out)

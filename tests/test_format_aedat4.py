@@ -13,18 +13,19 @@ import struct
 
 import aedat
 import dv_processing as dv
+import lz4.block
 import lz4.frame
 import numpy as np
 import pytest
 import zstandard
 
 from fuzzing import fuzz_reader
-from naive_aedat import naive_aedat4_events
+from naive_aedat import naive_aedat4_events, naive_lz4_block, naive_xxh32
 from spikeflow.drivers.formats import aedat4 as A4
 from spikeflow.drivers.formats import aedat_kernels as K
 from spikeflow.drivers.recording import detect_format, open_recording, open_writer, read_recording
 from spikeflow.service.errors import RecordingError
-from spikeflow.service.events import make_events
+from spikeflow.service.events import EVENT_DTYPE, make_events
 
 REAL = {
     "recordings/tonic-testdata/sample.aedat4": (111_954, (320, 240), {"IMUS": 59}),
@@ -166,7 +167,9 @@ def _err(path, **kw) -> RecordingError:
 
 
 def test_bad_events(tmp_path):
-    ev = lambda t, x, y, on: struct.pack("<qhhB3x", t, x, y, on)  # noqa: E731
+    def ev(t, x, y, on):
+        return struct.pack("<qhhB3x", t, x, y, on)
+
     p, off = _file_with_events(tmp_path, "coord.aedat4", ev(1, 3, 3, 1) + ev(2, 10, 3, 0), 2)
     e = _err(p)
     assert e.offset == off + 8 and "event 1 of the packet lies outside the 10x10" in str(e)
@@ -224,20 +227,128 @@ def test_event_kernel_matches_naive(seed):
     buf = np.zeros(8 + 16 * n, np.uint8)
     K.aedat4_encode(ev["t"], ev["x"], ev["y"], ev["p"], buf, 8)
     i0 = int(rng.integers(0, n + 1))
-    out = make_events(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
-    rec = np.frombuffer(buf.tobytes(), A4.EVENT4_DTYPE, n, 8)
-    k, err, _, _ = K.aedat4_decode(rec["t"], rec["x"], rec["y"], rec["on"], i0, n, 640, 480, True,
-                                   np.iinfo(np.int64).min, out["t"], out["x"], out["y"], out["p"], 0)
-    assert err == 0 and k == n - i0
+    cap = int(rng.integers(1, n + 2))  # output smaller than the packet: stops when full
+    out = np.full(cap, -1, EVENT_DTYPE)  # every byte of an event must be written
+    state = np.zeros(K.P4_STATE_LEN, np.int64)
+    state[K.P4_LAST_T] = np.iinfo(np.int64).min
+    k, i, err = K.aedat4_events(buf, 8, i0, n, 640, 480, True, state, out.view(np.uint8), 0)
+    assert err == 0 and k == min(n - i0, cap) and i == i0 + k
     got = np.stack([out[f][:k].astype(np.int64) for f in "txyp"], 1)
-    assert np.array_equal(got, naive_aedat4_events(buf.tobytes(), 8, n)[i0:])
+    assert np.array_equal(got, naive_aedat4_events(buf.tobytes(), 8, n)[i0:i0 + k])
+    assert k == 0 or state[K.P4_LAST_T] == got[-1, 0]
+
+
+def _frame_cases():
+    """LZ4 frames of every flavour liblz4 writes: block sizes, linked/independent blocks,
+    checksums, content size, stored (incompressible) blocks, empty content."""
+    rng = np.random.default_rng(7)
+    ev = make_events(np.cumsum(rng.integers(0, 40, 30_000)), rng.integers(0, 320, 30_000),
+                     rng.integers(0, 240, 30_000), rng.integers(0, 2, 30_000))
+    structs = np.zeros(16 * len(ev), np.uint8)
+    K.aedat4_encode(ev["t"], ev["x"], ev["y"], ev["p"], structs, 0)
+    payloads = [b"", b"a", structs[:16 * 7].tobytes(), structs.tobytes(), bytes(rng.integers(0, 256, 70_000, dtype=np.uint8)),
+                b"ab" * 50_000 + b"abc" * 1000]
+    opts = [{}, {"block_size": lz4.frame.BLOCKSIZE_MAX256KB, "block_linked": False},
+            {"block_size": lz4.frame.BLOCKSIZE_MAX1MB, "content_checksum": True, "block_checksum": True},
+            {"block_size": lz4.frame.BLOCKSIZE_MAX4MB, "store_size": False, "compression_level": 12}]
+    return [(data, o) for data in payloads for o in opts]
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_lz4_frame_kernel_matches_liblz4(case):
+    """Oracle: liblz4 (python-lz4) compresses; our decoder must give back the exact bytes."""
+    data, opts = _frame_cases()[case]
+    frame = lz4.frame.compress(data, **opts)
+    src = np.zeros(len(frame) + 8 + K.LZ4_SLACK, np.uint8)
+    src[8:8 + len(frame)] = np.frombuffer(frame, np.uint8)  # a frame inside a larger buffer
+    cap = 1000
+    while True:  # the reader's protocol: grow the output to what the decoder asks for
+        dst = np.empty(cap + K.LZ4_SLACK, np.uint8)
+        n, code, need = K.lz4_frame_decode(src, 8, 8 + len(frame), dst, cap, 1 << 28)
+        if code != K.LZ4_NEED_SCRATCH:
+            break
+        assert need > cap
+        cap = need
+    assert code == K.LZ4_OK and dst[:n].tobytes() == data
+    small = np.empty(64 + K.LZ4_SLACK, np.uint8)  # too small: asks for more rather than overflowing
+    n, code, need = K.lz4_frame_decode(src, 8, 8 + len(frame), small, 64, 1 << 28)
+    assert (code == K.LZ4_OK and n == len(data) <= 64) or (code == K.LZ4_NEED_SCRATCH and need > 64)
+    n, code, _ = K.lz4_frame_decode(src, 8, 8 + len(frame), small, 64, 64)  # ...or refuses past the limit
+    assert (code == K.LZ4_OK and n == len(data) <= 64) or code == K.LZ4_LIMIT
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lz4_block_kernel_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    unit = rng.integers(0, 256, int(rng.integers(1, 40)), dtype=np.uint8).tobytes()
+    data = b"".join(unit[: int(rng.integers(0, len(unit) + 1))] + bytes(rng.integers(0, 256, int(rng.integers(0, 20)),
+                                                                                      dtype=np.uint8))
+                    for _ in range(int(rng.integers(0, 3000))))
+    block = lz4.block.compress(data, store_size=False)
+    src = np.zeros(len(block) + K.LZ4_SLACK, np.uint8)
+    src[:len(block)] = np.frombuffer(block, np.uint8)
+    dst = np.zeros(len(data) + K.LZ4_SLACK, np.uint8)
+    n = K.lz4_block_decode(src, 0, len(block), dst, 0, len(data), 0)
+    assert n == len(data) and dst[:n].tobytes() == data == naive_lz4_block(block)
+    if data:
+        assert K.lz4_block_decode(src, 0, len(block), dst, 0, len(data) - 1, 0) == -2  # output bound
+        assert K.lz4_block_decode(src, 0, len(block) - 1, dst, 0, len(data), 0) in (-1, len(data) - 1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 15, 16, 17, 31, 64, 1000])
+def test_xxh32_matches_naive(n):
+    data = np.random.default_rng(n).integers(0, 256, n + 5, dtype=np.uint8)
+    for seed in (0, 1, 2**32 - 1):
+        assert K.xxh32(data, 5, n, seed) == naive_xxh32(data[5:].tobytes(), seed)
+
+
+def test_corrupt_lz4_frames_are_errors(shared, tmp_path):
+    """Checks liblz4 makes, as RecordingErrors at the packet body: header checksum, block
+    checksum, content size, bytes after the frame, a frame cut short."""
+    data = shared("recordings/tonic-testdata/sample.aedat4").read_bytes()
+    head, pkts = packets(data)
+    raw = lz4.frame.decompress(pkts[0][2])
+
+    def err_for(body, name):
+        p = tmp_path / name
+        p.write_bytes(head + struct.pack("<ii", 0, len(body)) + body)
+        e = _err(p)
+        assert e.offset == len(head) + 8
+        return str(e)
+
+    good = lz4.frame.compress(raw, block_checksum=True, content_checksum=True)
+    bad = bytearray(good)
+    bad[6] ^= 1  # a header byte: header checksum
+    assert "header checksum" in err_for(bytes(bad), "hc.aedat4")
+    bad = bytearray(good)
+    bad[20] ^= 1  # a compressed byte: block checksum
+    assert "block checksum" in err_for(bytes(bad), "bc.aedat4")
+    sized = bytearray(lz4.frame.compress(raw, store_size=True))
+    struct.pack_into("<Q", sized, 6, len(raw) + 1)
+    sized[14] = (K.xxh32(np.frombuffer(bytes(sized[4:14]), np.uint8), 0, 10, 0) >> 8) & 0xFF
+    assert "content size" in err_for(bytes(sized), "cs.aedat4")
+    assert "4 bytes after the packet's LZ4 frame" in err_for(good + b"abcd", "trail.aedat4")
+    assert "truncated LZ4 frame" in err_for(good[:-6], "cut.aedat4")
+
+
+def test_large_packets_grow_the_buffers(shared, tmp_path):
+    """Packets larger than the read block and the scratch buffer (1.6 MB compressed, 3.2 MB of
+    events): both grow, and the events still match the references."""
+    ev, info = read_recording(shared("recordings/aermanager-testdata/data_sample.aedat4"))
+    out = tmp_path / "big_packets.aedat4"
+    with open_writer(out, info.sensor_size, format="aedat4") as w:
+        w.packet_events = 200_000
+        w.write(ev)
+    assert max(len(b) for _, _, b in packets(out.read_bytes())[1]) > A4.READ_BYTES
+    back, _ = read_recording(out, chunk_events=70_000)
+    assert np.array_equal(back, ev) and same(back, ref_dv(out))
 
 
 @pytest.mark.parametrize("rel,n_packets", [("recordings/tonic-testdata/sample.aedat4", 6),
                                            ("recordings/faery-testdata/davis346.aedat4", 12)])
 def test_fuzz_aedat4(shared, tmp_path, rel, n_packets):
     data = shared(rel).read_bytes()
-    head, pkts = packets(data)
+    _, pkts = packets(data)
     stop = pkts[n_packets][0]  # whole packets only: an unmutated head is a valid file
     small = tmp_path / "head.aedat4"
     small.write_bytes(data[:stop])

@@ -9,7 +9,9 @@ Layout (little-endian)::
         i32 stream_id, i32 size, `size` bytes = compress(size-prefixed flatbuffer)
     [FileDataTable ("FTAB"), compressed, at dataTablePosition: an index we do not need]
 
-Compression: 0 none, 1 LZ4, 2 LZ4_HIGH (LZ4 frames), 3 ZSTD, 4 ZSTD_HIGH (zstd frames).
+Compression: 0 none, 1 LZ4, 2 LZ4_HIGH (LZ4 frames), 3 ZSTD, 4 ZSTD_HIGH (zstd frames). LZ4
+frames are decoded by our own numba kernel, inside the one call that walks a whole read block of
+packets (see ``aedat_kernels.aedat4_walk``); ZSTD packets by ``zstandard``.
 Event packets carry the identifier ``EVTS``: table EventPacket { elements: [Event] } with
 ``struct Event { t: int64 (µs, absolute); x: int16; y: int16; on: bool }`` (16 bytes, 3 of
 padding). Other streams (frames FRME, IMU IMUS, triggers TRIG...) are skipped without being
@@ -26,12 +28,12 @@ from __future__ import annotations
 import io
 import struct
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from xml.sax.saxutils import escape
 
-import lz4.frame
+import lz4.frame  # the writer's compressor
 import numpy as np
 
 from spikeflow.service.errors import RecordingError
@@ -45,7 +47,8 @@ COMPRESSIONS = {0: "NONE", 1: "LZ4", 2: "LZ4_HIGH", 3: "ZSTD", 4: "ZSTD_HIGH"}
 MAX_HEADER_BYTES = 16 << 20
 MAX_PACKET_BYTES = 1 << 28
 EVENT_BYTES = 16
-READ_BYTES = 1 << 20
+READ_BYTES = 1 << 20      # file block read at a time (grown only for a larger packet)
+SCRATCH_BYTES = 1 << 18   # decompressed-packet buffer (grown on demand up to MAX_PACKET_BYTES)
 INT64_MIN = -(1 << 63)
 EVENT4_DTYPE = np.dtype({"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "u1"],
                          "offsets": [0, 8, 10, 12], "itemsize": EVENT_BYTES})
@@ -144,57 +147,29 @@ def parse_streams(xml_text: str, path: Path, offset: int) -> dict[int, StreamInf
     return out
 
 
-class _Decompressor:
-    """Decompress packet bodies, refusing output beyond MAX_PACKET_BYTES.
+LZ4_REASONS = {K.LZ4_BAD_MAGIC: "not an LZ4 frame (bad magic number)",
+               K.LZ4_BAD_HEADER: "bad LZ4 frame header (version, reserved bits or block size)",
+               K.LZ4_BAD_HC: "LZ4 frame header checksum mismatch",
+               K.LZ4_BAD_BLOCK_SIZE: "LZ4 block larger than the frame's block maximum",
+               K.LZ4_CORRUPT: "corrupt LZ4 block data",
+               K.LZ4_BAD_BLOCK_SUM: "LZ4 block checksum mismatch",
+               K.LZ4_BAD_CONTENT_SIZE: "decompressed size differs from the frame's content size",
+               K.LZ4_BAD_CONTENT_SUM: "LZ4 content checksum mismatch",
+               K.LZ4_TRUNCATED: "packet is a truncated LZ4 frame"}
 
-    One LZ4 frame context is reused across packets (creating one per packet costs more than
-    the decompression itself); it is replaced after any error.
-    """
 
-    def __init__(self, compression: int, path: Path):
-        self.compression, self.path = compression, path
-        self._lz4 = lz4.frame.LZ4FrameDecompressor() if compression in (1, 2) else None
+def _zstd_decompress(data, path: Path, where: int) -> bytes:
+    """One ZSTD packet body, refusing output beyond MAX_PACKET_BYTES (ZSTD files are rare: Python)."""
+    import zstandard  # only for ZSTD files
 
-    def __call__(self, data, where: int) -> bytes:
-        try:
-            if self.compression == 0:
-                return bytes(data)
-            if self._lz4 is not None:
-                return self._lz4_frame(data, where)
-            import zstandard  # only for ZSTD files
-
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False) as r:
-                out = r.read(MAX_PACKET_BYTES + 1)
-            if len(out) > MAX_PACKET_BYTES:
-                raise RecordingError(self.path, "packet exceeds the packet size limit", where)
-            return out
-        except RecordingError:
-            self._reset()
-            raise
-        except Exception as e:  # lz4/zstd raise their own error types (RuntimeError, ZstdError)
-            self._reset()
-            raise RecordingError(self.path, f"packet does not decompress as "
-                                            f"{COMPRESSIONS[self.compression]}: {e}", where) from None
-
-    def _reset(self) -> None:
-        if self._lz4 is not None:
-            self._lz4 = lz4.frame.LZ4FrameDecompressor()
-
-    def _lz4_frame(self, data: bytes, where: int) -> bytes:
-        d = self._lz4
-        step = max(1 << 16, 8 * len(data))  # grow the output gradually: max_length preallocates
-        parts = [d.decompress(data, max_length=step)]
-        total = len(parts[0])
-        while not d.eof and not d.needs_input:
-            if total >= MAX_PACKET_BYTES:
-                raise RecordingError(self.path, "packet exceeds the packet size limit", where)
-            parts.append(d.decompress(b"", max_length=min(step, MAX_PACKET_BYTES - total + 1)))
-            total += len(parts[-1])
-        if not d.eof:
-            raise RecordingError(self.path, "packet is a truncated LZ4 frame", where)
-        if d.unused_data:
-            raise RecordingError(self.path, f"{len(d.unused_data)} bytes after the packet's LZ4 frame", where)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False) as r:
+            out = r.read(MAX_PACKET_BYTES + 1)
+    except Exception as e:  # noqa: BLE001 - zstandard raises its own ZstdError (and others)
+        raise RecordingError(path, f"packet does not decompress as ZSTD: {e}", where) from None
+    if len(out) > MAX_PACKET_BYTES:
+        raise RecordingError(path, "packet exceeds the packet size limit", where)
+    return out
 
 
 class Aedat4Reader(Reader):
@@ -264,93 +239,118 @@ class Aedat4Reader(Reader):
                                         f"{[(s.id, s.name) for s in evs]}", 18)
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        ss = self.info.sensor_size
-        skipped: dict[str, int] = {}
-        self.info.extra["skipped_packets"] = skipped
-        self.info.extra["event_packets"] = 0
-        ev = np.empty(self.chunk_events, EVENT_DTYPE)
-        cols = (ev["t"], ev["x"], ev["y"], ev["p"])
-        k, last_t = 0, INT64_MIN
-        decompress = _Decompressor(self._compression, self.path)
-        with open(self.path, "rb") as f:
-            for off, sid, body in self._packets(f):
-                if sid != self._stream.id:
-                    typ = self._streams[sid].type or str(sid)
-                    skipped[typ] = skipped.get(typ, 0) + 1
-                    continue
-                rec = self._event_vector(decompress(body, off + 8), off + 8)
-                self.info.extra["event_packets"] += 1
-                n, i = len(rec), 0
-                src = (rec["t"], rec["x"], rec["y"], rec["on"])
-                while i < n:
-                    j = min(n, i + self.chunk_events - k)
-                    k2, err, bad, last_t = K.aedat4_decode(*src, i, j, ss.width, ss.height,
-                                                           self.strict_time, last_t, *cols, k)
-                    if err:
-                        self._raise(err, bad, off + 8)
-                    k, i = k2, j
-                    if k == self.chunk_events:
-                        yield ev
-                        ev = np.empty(self.chunk_events, EVENT_DTYPE)
-                        cols = (ev["t"], ev["x"], ev["y"], ev["p"])
-                        k = 0
-        yield ev[:k]
+        """Read the data in blocks of READ_BYTES; one kernel call walks every packet of a block.
 
-    def _packets(self, f) -> Iterator[tuple[int, int, memoryview | None]]:
-        """``(file offset, stream id, body)`` per packet, read in blocks of READ_BYTES.
-
-        Bodies of the selected stream are zero-copy views of the block; other streams' bodies
-        are skipped (None) without being read when they lie past the block.
+        The kernel decompresses (none / LZ4) and converts in one pass, straight into the output
+        chunk; it comes back here only to refill the block, hand out a full chunk, grow the
+        scratch buffer or have a ZSTD packet decompressed.
         """
-        off = self._data_start
-        f.seek(off)
-        buf, bpos = b"", 0  # buf[0] is at file offset off - bpos
-        while off < self._data_end:
-            if len(buf) - bpos < 8:
-                buf, bpos = buf[bpos:] + f.read(READ_BYTES), 0
-            if len(buf) - bpos < 8:
-                raise RecordingError(self.path, "truncated: expected an 8-byte packet header (stream id, size)", off)
-            sid, size = struct.unpack_from("<ii", buf, bpos)
-            if size <= 0 or off + 8 + size > self._data_end:
-                raise RecordingError(self.path, f"packet size {size} does not fit in the remaining "
-                                                f"{self._data_end - off - 8} bytes (truncated or corrupt)", off)
-            if sid not in self._streams:
-                raise RecordingError(self.path, f"packet of stream id {sid}, which the header does not "
-                                                f"declare (streams {sorted(self._streams)})", off)
-            bpos += 8
-            have = len(buf) - bpos
-            if sid != self._stream.id and have < size:
-                f.seek(size - have, 1)  # skip a large foreign packet unread
-                buf, bpos = b"", 0
-                yield off, sid, None
-            else:
-                if have < size:
-                    buf, bpos = buf[bpos:] + f.read(max(size - have, READ_BYTES)), 0
-                    if len(buf) < size:
-                        raise RecordingError(self.path, "file shrank while reading", off)
-                yield off, sid, memoryview(buf)[bpos:bpos + size]
-                bpos += size
-            off += 8 + size
+        ss = self.info.sensor_size
+        ids = np.array(sorted(self._streams), np.int64)
+        skipped = np.zeros(len(ids), np.int64)
+        state = np.zeros(K.P4_STATE_LEN, np.int64)
+        state[K.P4_LAST_T] = INT64_MIN
+        scratch = np.empty(SCRATCH_BYTES + K.LZ4_SLACK, np.uint8)
+        buf = np.empty(READ_BYTES + K.LZ4_SLACK, np.uint8)
+        out = np.empty(self.chunk_events, EVENT_DTYPE)
+        out_bytes = out.view(np.uint8)
+        base, pos, end, k = self._data_start, 0, 0, 0
+        args = (self._stream.id, ids, skipped, self._compression, MAX_PACKET_BYTES, ss.width, ss.height,
+                self.strict_time)
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                f.seek(base)
+                while True:
+                    pos, k, st = K.aedat4_walk(buf, pos, end, self._data_end - base, base, *args, scratch, state, out_bytes, k)
+                    if st == K.ST4_FULL:
+                        self._publish(ids, skipped, state)
+                        yield out
+                        out, k = np.empty(self.chunk_events, EVENT_DTYPE), 0
+                        out_bytes = out.view(np.uint8)
+                    elif st == K.ST4_INPUT:
+                        buf, base, pos, end = self._refill(f, buf, base, pos, end, state)
+                    elif st == K.ST4_DONE:
+                        break
+                    elif st == K.ST4_SCRATCH:
+                        scratch = np.empty(min(max(int(state[K.P4_NEED]), 2 * (len(scratch) - K.LZ4_SLACK)),
+                                               MAX_PACKET_BYTES) + K.LZ4_SLACK, np.uint8)
+                    elif st == K.ST4_EXTERNAL:
+                        size = int.from_bytes(buf[pos + 4:pos + 8].tobytes(), "little")
+                        raw = _zstd_decompress(buf[pos + 8:pos + 8 + size], self.path, base + pos + 8)
+                        if len(raw) + K.LZ4_SLACK > len(scratch):
+                            scratch = np.empty(len(raw) + K.LZ4_SLACK, np.uint8)
+                        scratch[:len(raw)] = np.frombuffer(raw, np.uint8)
+                        if K.aedat4_begin(scratch, len(raw), state):
+                            self._raise(state, scratch)
+                        pos += 8 + size
+                    else:
+                        self._raise(state, scratch)
+        finally:
+            self._publish(ids, skipped, state)
+        yield out[:k]
 
-    def _event_vector(self, raw: bytes, off: int) -> np.ndarray:
-        """The Event structs of an EVTS packet body (file offset ``off``) as a read-only view."""
-        data, n, err, at = K.aedat4_event_vector(np.frombuffer(raw, np.uint8))
-        if err:
+    def _refill(self, f, buf, base, pos, end, state):
+        """Keep ``buf[pos:end]`` (an incomplete packet), read on up to the block size (or the
+        packet's size, when larger) without passing the data end; skip unread foreign bytes."""
+        skip = int(state[K.P4_SKIP])
+        if skip:  # the rest of a foreign packet lies past the block: seek over it
+            f.seek(skip, 1)
+            base, pos, end = base + end + skip, 0, 0
+            state[K.P4_SKIP] = 0
+        keep = end - pos
+        need = 8 + int.from_bytes(buf[pos + 4:pos + 8].tobytes(), "little", signed=True) if keep >= 8 else 8
+        cap = len(buf) - K.LZ4_SLACK
+        if need > cap:  # a packet larger than the block (its size was checked against the file)
+            cap = need
+            new = np.empty(cap + K.LZ4_SLACK, np.uint8)
+            new[:keep] = buf[pos:end]
+            buf = new
+        elif keep:
+            buf[:keep] = buf[pos:end]
+        base, end = base + pos, keep
+        want = min(cap, self._data_end - base) - end
+        got = f.readinto(memoryview(buf)[end:end + want]) or 0
+        end += got
+        if end < min(need, self._data_end - base):
+            raise RecordingError(self.path, "file shrank while reading", base + end)
+        return buf, base, 0, end
+
+    def _publish(self, ids, skipped, state) -> None:
+        out: dict[str, int] = {}
+        for sid, n in zip(ids.tolist(), skipped.tolist()):
+            if n:
+                typ = self._streams[sid].type or str(sid)
+                out[typ] = out.get(typ, 0) + n
+        self.info.extra["skipped_packets"] = out
+        self.info.extra["event_packets"] = int(state[K.P4_EVENT_PACKETS])
+
+    def _raise(self, state, scratch) -> None:
+        err, off = int(state[K.P4_ERR]), int(state[K.P4_ERR_OFF])
+        a, b = int(state[K.P4_ERR_A]), int(state[K.P4_ERR_B])
+        ss = self.info.sensor_size
+        if err == K.ERR_PKT_HEADER:
+            msg = "truncated: expected an 8-byte packet header (stream id, size)"
+        elif err == K.ERR_PKT_SIZE:
+            msg = f"packet size {a} does not fit in the remaining {b} bytes (truncated or corrupt)"
+        elif err == K.ERR_PKT_STREAM:
+            msg = f"packet of stream id {a}, which the header does not declare (streams {sorted(self._streams)})"
+        elif err == K.ERR_PKT_LIMIT:
+            msg = f"packet exceeds the packet size limit ({MAX_PACKET_BYTES} bytes decompressed)"
+        elif err == K.ERR_LZ4:
+            why = f"{b} bytes after the packet's LZ4 frame" if a == K.LZ4_TRAILING else LZ4_REASONS[a]
+            msg = f"packet does not decompress as {COMPRESSIONS[self._compression]}: {why}"
+        elif err in (K.ERR_FB_SIZE, K.ERR_FB_IDENT, K.ERR_FB_BOUNDS, K.ERR_FB_VECTOR):
             what = {K.ERR_FB_SIZE: "size prefix larger than the packet",
-                    K.ERR_FB_IDENT: f"identifier {bytes(raw[8:12])!r}, expected b'EVTS'",
+                    K.ERR_FB_IDENT: f"identifier {bytes(scratch[8:12])!r}, expected b'EVTS'",
                     K.ERR_FB_BOUNDS: "an offset points outside the packet",
                     K.ERR_FB_VECTOR: "the Event vector runs past the end of the packet"}[err]
-            raise RecordingError(self.path, f"corrupt event packet flatbuffer (byte {at} of the "
-                                            f"{len(raw)}-byte decompressed packet): {what}", off)
-        return np.frombuffer(raw, EVENT4_DTYPE, n, data)
-
-    def _raise(self, err: int, index: int, off: int) -> None:
-        ss = self.info.sensor_size
-        msg = {K.ERR_COORD: f"event {index} of the packet lies outside the {ss.width}x{ss.height} sensor",
-               K.ERR_POLARITY: f"event {index} of the packet has a polarity byte other than 0/1",
-               K.ERR_BACKWARDS: f"event {index} of the packet goes back in time (expected non-decreasing "
-                                "timestamps; strict_time=False keeps it)"}[err]
-        raise RecordingError(self.path, msg + " (offset: the packet body)", off)
+            msg = f"corrupt event packet flatbuffer (byte {a} of the {b}-byte decompressed packet): {what}"
+        else:
+            msg = {K.ERR_COORD: f"event {a} of the packet lies outside the {ss.width}x{ss.height} sensor",
+                   K.ERR_POLARITY: f"event {a} of the packet has a polarity byte other than 0/1",
+                   K.ERR_BACKWARDS: f"event {a} of the packet goes back in time (expected non-decreasing "
+                                    "timestamps; strict_time=False keeps it)"}[err] + " (offset: the packet body)"
+        raise RecordingError(self.path, msg, off)
 
 
 # ----------------------------------------------------------------------------------- writer

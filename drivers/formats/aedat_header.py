@@ -40,14 +40,28 @@ class AedatHeader:
 
 
 def sniff_version(head: bytes) -> str | None:
-    """The version string of a ``#!AER-DAT<v>`` first line, else None."""
-    m = re.match(rb"#!AER-DAT(\d+\.\d+)\r?\n", head)
-    return m.group(1).decode() if m else None
+    """The version string of a ``#!AER-DAT<digits>.<digits>`` first line (``\\r\\n`` or ``\\n``),
+    else None. Plain bytes operations: this runs for every small-file decode and every sniff."""
+    if not head.startswith(b"#!AER-DAT"):
+        return None
+    nl = head.find(b"\n", 9, 40)
+    if nl < 0:
+        return None
+    end = nl - 1 if head[nl - 1] == 13 else nl  # b"\r"
+    major, dot, minor = head[9:end].partition(b".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        return None
+    return (major + dot + minor).decode()
 
 
 def read_header(path: Path, expect_version: str) -> AedatHeader:
     """Parse the text header of ``path``; raise RecordingError unless its version is ``expect_version``."""
-    raw = _read_header_bytes(path, expect_version.startswith("3"))
+    return parse_header(_read_header_bytes(path, expect_version.startswith("3")), path, expect_version)
+
+
+def parse_header(raw: bytes, path: Path, expect_version: str) -> AedatHeader:
+    """Parse the header at the start of ``raw``: the whole file, or its first bytes as far as
+    ``_read_header_bytes`` reads them (the header's end, or MAX_HEADER_BYTES and more)."""
     version = sniff_version(raw[:32])
     if version is None:
         raise RecordingError(path, "expected a '#!AER-DAT<version>' first line", 0)
@@ -58,7 +72,7 @@ def read_header(path: Path, expect_version: str) -> AedatHeader:
     pos = 0
     end_marker = expect_version.startswith("3")
     while True:
-        if pos >= len(raw) or raw[pos:pos + 1] != b"#":
+        if pos >= len(raw) or raw[pos] != 35:  # b"#"
             if pos >= len(raw) and len(raw) > MAX_HEADER_BYTES:
                 raise RecordingError(path, f"header longer than {MAX_HEADER_BYTES} bytes", 0)
             if end_marker:
