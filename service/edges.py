@@ -43,8 +43,8 @@ import zmq
 
 from .errors import ProtocolError
 from .packet import Packet, now_ns
-from .protocol import (ProtocolRejected, RejectCounter, SeqTracker, decode, encode, has_input,
-                       receiving_socket_options, recv_frames, send_frames)
+from .protocol import (COPY_THRESHOLD, ProtocolRejected, RejectCounter, SeqTracker, decode, encode,
+                       encode_plain, has_input, receiving_socket_options, recv_frames, send_frames)
 
 POLICIES = ("lossless", "realtime")
 _CREDIT = struct.Struct("<cIQ")
@@ -52,7 +52,12 @@ _SLICE_MS = 50
 _KEEPALIVE_S = 0.2
 """Longest uninterrupted wait: stop flags are checked at least this often."""
 _NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EAGAIN = zmq.EAGAIN
+_zsend = zmq.backend.Socket.send   # pyzmq's compiled methods, without its Python layer (see protocol)
+_zrecv = zmq.backend.Socket.recv
+_Again = zmq.Again
+_Frame = zmq.Frame
 _EHOSTUNREACH = zmq.EHOSTUNREACH
 
 
@@ -110,6 +115,7 @@ class EdgeSender:
         self.bad_control = 0
         self.wait_ns = 0              # time spent waiting for credit (lossless backpressure)
         self._acked = 0
+        self._free_until = 0          # sends below this count need no look at credits
         self._waiting_since: int | None = None
 
     # -- credit bookkeeping -----------------------------------------------------------------
@@ -118,10 +124,18 @@ class EdgeSender:
         """Messages sent and not yet consumed by the receiver (the window is full at ``window``)."""
         return self.window if self._rid is None else self._sent - self._base - self._acked
 
-    def _credit_waiting(self) -> bool:
-        """A credit message is queued (cheap check: reading credits as they come, one per send,
-        avoids reading a backlog of them in one go, which would stall that one send)."""
-        return has_input(self._sock)
+    def _plan(self) -> None:
+        """After reading credits: how many more messages may go before looking again.
+
+        Looking costs a system call inside ZeroMQ (its command mailbox), so the sender does not
+        look on every send: with ``f`` messages in flight it sends half the remaining window,
+        ``ceil((window - f) / 2)``, before it reads credits again (16, 8, 4, 2, 1 with a window of
+        32 and a receiver that does not answer), and waits only when the window is full."""
+        if self._rid is None:
+            self._free_until = self._sent
+            return
+        f = self._sent - self._base - self._acked
+        self._free_until = self._sent + (self.window - f + 1) // 2 if f < self.window else self._sent
 
     def _drain_control(self) -> None:
         sock = self._sock
@@ -129,22 +143,22 @@ class EdgeSender:
             try:
                 parts = recv_frames(sock, _NOBLOCK)
             except zmq.Again:
-                return
+                break
             if len(parts) != 2 or len(parts[1]) != _CREDIT.size or parts[1].bytes[:1] != b"K":
                 self.bad_control += 1
                 continue
-            parts = [parts[0].bytes, parts[1].bytes]
-            _, rid, consumed = _CREDIT.unpack(parts[1])
+            _, rid, consumed = _CREDIT.unpack(parts[1].bytes)
             if rid != self._rid:      # a new receiver: whatever went to an older one is gone
                 self._rid = rid
                 self._base = self._sent - consumed
-            self._peer = parts[0]     # (a reconnect of the same receiver changes only this)
+            self._peer = parts[0].bytes   # (a reconnect of the same receiver changes only this)
             self._acked = consumed
+        self._plan()
 
     def _wait_credit(self, deadline: float | None) -> bool:
         """Wait until the window has room; False on stop or timeout."""
-        if self.in_flight < max(1, self.window // 2) and not self._credit_waiting():
-            return True  # fast path: nothing to read, plenty of room
+        if self._sent < self._free_until:
+            return True  # fast path: room for this one without reading credits
         t_start = self._waiting_since = time.perf_counter_ns()
         try:
             while True:
@@ -165,25 +179,54 @@ class EdgeSender:
             self.wait_ns += time.perf_counter_ns() - t_start
 
     def _send_now(self, packet: Packet, deadline: float | None) -> bool:
-        frames = encode(packet, self.topic)
-        frames.insert(0, b"")
+        sock = self._sock
+        if packet.data:
+            frames = encode(packet, self.topic)
+        else:   # the common case: no list, no memoryview, the array itself is the payload frame
+            topic, header, events = encode_plain(packet, self.topic)
+            frames = None
         while True:
-            frames[0] = self._peer
             try:
-                send_frames(self._sock, frames, _NOBLOCK)
-                self._sent += 1
-                return True
+                # the routing frame goes first: an unknown or full receiver raises here, before
+                # any other frame of the message is queued
+                _zsend(sock, self._peer, _MORE_NOBLOCK, True)
+                break
             except zmq.ZMQError as e:
                 if e.errno != _EAGAIN and e.errno != _EHOSTUNREACH:
                     raise
                 if e.errno == _EHOSTUNREACH:  # the receiver is gone: wait for the next one
                     self._rid = None
+                    self._plan()
                 else:                            # its pipe is full (credits overshot after a reset)
                     self._stop.wait(0.001)
                 if self._stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                     return False
                 if not self._wait_credit(deadline):
                     return False
+        if frames is None:
+            if events is not None:
+                _zsend(sock, topic, _MORE_NOBLOCK, True)
+                _zsend(sock, header, _MORE_NOBLOCK, True)
+                nbytes = events.nbytes
+                if nbytes < COPY_THRESHOLD:
+                    _zsend(sock, events, _NOBLOCK, True)
+                else:
+                    base = events.base
+                    if type(base) is _Frame and len(base) == nbytes:
+                        # the whole of a received frame, forwarded unchanged (a relay, a pass-through
+                        # node): share ZeroMQ's message (a reference count) instead of wrapping the
+                        # array in a new zero-copy frame, whose release goes through pyzmq's
+                        # garbage-collector thread
+                        _zsend(sock, base, _NOBLOCK, False)
+                    else:
+                        _zsend(sock, events, _NOBLOCK, False)
+            else:
+                _zsend(sock, topic, _MORE_NOBLOCK, True)
+                _zsend(sock, header, _NOBLOCK, True)
+        else:
+            send_frames(sock, frames, _NOBLOCK)
+        self._sent += 1
+        return True
 
     # -- public API -------------------------------------------------------------------------
     def send(self, packet: Packet, timeout_ms: float | None = None) -> bool:
@@ -196,9 +239,8 @@ class EdgeSender:
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
         if self.policy == "lossless":
             return self._wait_credit(deadline) and self._send_now(packet, deadline)
-        if self._queue or self.in_flight >= max(1, self.window // 2) or self._credit_waiting():
-            self._drain_control()
-            self.pump()
+        if self._queue or self._sent >= self._free_until:
+            self.pump()   # reads credits, sends what they allow
         if self._is_late(packet):
             self.dropped_late += 1
             return False
@@ -220,9 +262,9 @@ class EdgeSender:
         deadline = time.monotonic() + timeout_ms / 1e3
         self._drain_control()
         while self._queue:
-            self._drain_control()
-            if self.in_flight >= self.window:
-                if timeout_ms <= 0 or not self._wait_credit(deadline):
+            if self._sent >= self._free_until:
+                self._drain_control()
+                if self.in_flight >= self.window and (timeout_ms <= 0 or not self._wait_credit(deadline)):
                     break
             packet = self._queue.popleft()
             if self._is_late(packet):
@@ -288,7 +330,8 @@ class EdgeSender:
 
 
 class EdgeReceiver:
-    """Downstream end of an edge: ``recv(timeout_ms) -> Packet | None``.
+    """Downstream end of an edge: ``recv(timeout_ms) -> Packet | None``, or ``recv_nowait()``
+    for a loop that polls :attr:`socket` itself.
 
     Malformed messages are rejected and counted by reason (never raised); ``seq`` gaps per
     stream are counted (``stats()['gaps']``). Credits go back upstream as packets are consumed,
@@ -321,41 +364,76 @@ class EdgeReceiver:
         if self._acked == self._consumed and now - self._last_ack < _KEEPALIVE_S:
             return
         try:
-            send_frames(self._sock, [_CREDIT.pack(b"K", self.rid, self._consumed)], _NOBLOCK)
+            _zsend(self._sock, _CREDIT.pack(b"K", self.rid, self._consumed), _NOBLOCK, True)
             self._acked = self._consumed
             self._last_ack = now
         except zmq.Again:
             pass  # no sender connected yet; retried while waiting
 
+    def _next(self) -> Packet | None:
+        """Take the next message if one is waiting (else raise zmq.Again); None if it was
+        rejected (and counted)."""
+        sock = self._sock
+        frame = _zrecv(sock, _NOBLOCK, False)
+        frames = [frame]
+        while frame.more:
+            frame = _zrecv(sock, 0, False)
+            frames.append(frame)
+        self._consumed += 1
+        if self._consumed - self._acked >= self.ack_every:
+            self._ack()  # batched while busy; the rest before the next wait or on close
+        try:
+            _, packet = decode(frames)
+        except ProtocolRejected as e:
+            self.rejects.count(e.reason, str(e))
+            return None
+        self.received += 1
+        self.seqs.update(packet.stream, packet.seq)
+        return packet
+
+    def recv_nowait(self) -> Packet | None:
+        """Next valid packet if one is already queued, else None; never polls or blocks.
+
+        For a loop that polls :attr:`socket` itself (with other sockets): on POLLIN call this
+        until it returns None. Returning None first hands every credit back (the caller is about
+        to wait), and an idle receiver repeats its credit at most every 200 ms when this is
+        called, so call it (or :meth:`recv`) at least that often while idle: a restarted sender
+        learns about its receiver from it.
+        """
+        try:
+            while True:
+                packet = self._next()
+                if packet is not None:
+                    return packet
+        except _Again:
+            self._ack()
+            return None
+
     def recv(self, timeout_ms: float | None = None) -> Packet | None:
         """Next valid packet, or None when ``timeout_ms`` passes (None = wait forever)."""
-        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
+        deadline = None
         while True:
             try:
-                frames = recv_frames(self._sock, _NOBLOCK)
-            except zmq.Again:
-                self._ack()  # about to wait: return every credit first (no deadlock)
-                while True:
-                    slice_ms = _SLICE_MS  # idle: repeat our K (a restarted sender needs it)
-                    if deadline is not None:
-                        slice_ms = min(slice_ms, max(0, int((deadline - time.monotonic()) * 1e3)))
-                    if self._sock.poll(slice_ms, zmq.POLLIN):
-                        break
-                    self._ack()
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return None
+                packet = self._next()
+            except _Again:
+                pass
+            else:
+                if packet is not None:
+                    return packet
                 continue
-            self._consumed += 1
-            if self._consumed - self._acked >= self.ack_every:
-                self._ack()  # batched while busy; the rest before the next wait or on close
-            try:
-                _, packet = decode(frames)
-            except ProtocolRejected as e:
-                self.rejects.count(e.reason, str(e))
-                continue
-            self.received += 1
-            self.seqs.update(packet.stream, packet.seq)
-            return packet
+            # nothing queued: return every credit first (no deadlock), then wait
+            if deadline is None and timeout_ms is not None:
+                deadline = time.monotonic() + timeout_ms / 1e3
+            self._ack()
+            while True:
+                slice_ms = _SLICE_MS  # idle: repeat our K (a restarted sender needs it)
+                if deadline is not None:
+                    slice_ms = min(slice_ms, max(0, int((deadline - time.monotonic()) * 1e3)))
+                if self._sock.poll(slice_ms, zmq.POLLIN):
+                    break
+                self._ack()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
 
     def stats(self) -> dict[str, Any]:
         return {"received": self.received, "rejected": self.rejects.as_dict(),

@@ -113,6 +113,14 @@ def test_non_contiguous_events_are_sent_correctly():
 
 # -- zero copy over a real socket ----------------------------------------------------------------
 
+def frame_of(arr: np.ndarray):
+    """The zmq.Frame whose memory ``arr`` maps (through views and memoryviews), or None."""
+    base = arr.base
+    while base is not None and not isinstance(base, zmq.Frame):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return base
+
+
 @pytest.mark.parametrize("transport", ["inproc", "ipc", "tcp"])
 def test_zero_copy_receive_over_sockets(shared, tmp_path, transport):
     ctx = zmq.Context()
@@ -131,13 +139,13 @@ def test_zero_copy_receive_over_sockets(shared, tmp_path, transport):
         same(p, q)
         # the payload arrays are views on the received frames' buffers, not copies
         assert isinstance(frames[2], zmq.Frame)
-        assert q.events.base.obj is frames[2]
-        assert q.data["scores"].base.base.obj is frames[3] or q.data["scores"].base.obj is frames[3]
+        assert frame_of(q.events) is frames[2]
+        assert frame_of(q.data["scores"]) is frames[3]
         # recv_packet does the same in one call
         send_packet(a, p, topic=b"t")
         assert b.poll(5000)
         topic, q = recv_packet(b)
-        assert topic == b"t" and isinstance(q.events.base.obj, zmq.Frame)
+        assert topic == b"t" and isinstance(frame_of(q.events), zmq.Frame)
     finally:
         a.close(0)
         b.close(0)
@@ -306,6 +314,120 @@ def test_mutated_valid_messages_never_crash(data):
         assert q.events is None or q.events.dtype == EVENT_DTYPE
     except ProtocolRejected as e:
         assert e.reason in protocol.REJECT_REASONS
+
+
+# -- the canonical header layout and the decoder's fast path --------------------------------------
+
+class _Forgetful(dict):
+    """A prefix registry that never learns: decode then always takes the general path."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def general_decode(frames):
+    saved, protocol._KNOWN = protocol._KNOWN, _Forgetful()
+    try:
+        return decode(frames)
+    finally:
+        protocol._KNOWN = saved
+
+
+def outcome(fn):
+    """('ok', topic, packet fields, event bytes) or ('rejected', reason, message) of a decode."""
+    try:
+        topic, q = fn()
+    except ProtocolRejected as e:
+        return ("rejected", e.reason, str(e))
+    ev = None if q.events is None else q.events.tobytes()
+    return ("ok", topic, q.kind, q.stream, q.seq, q.sensor_size, q.t0_us, q.t1_us, q.sent_ns, ev, q.data)
+
+
+plain_packets = packets().map(lambda p: Packet(p.kind, p.stream, p.seq, p.sensor_size, p.t0_us, p.t1_us,
+                                               p.sent_ns, p.events))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plain_packets)
+def test_canonical_header_is_the_documented_layout_and_decodes_like_any_encoding(p):
+    frames = encode(p)
+    header = bytes(frames[1])
+    h = msgpack.unpackb(header)
+    # the documented layout: the five stream constants, then the five fixed-width integers
+    assert list(h) == ["v", "kind", "stream", "dtype", "size", "seq", "t0", "t1", "count", "sent_ns"]
+    tail = header[-65:]
+    assert tail[:5] == b"\xa3seq\xcf" and tail[13:17] == b"\xa2t0\xd3" and tail[25:29] == b"\xa2t1\xd3"
+    assert tail[37:44] == b"\xa5count\xce" and tail[48:57] == b"\xa7sent_ns\xd3"
+    same(p, decode(frames)[1])
+    # the same map with the smallest encodings and another key order (a foreign encoder)
+    compact = msgpack.packb(dict(reversed(list(h.items()))))
+    assert len(compact) < len(header)
+    same(p, decode([frames[0], compact, *frames[2:]])[1])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_fast_path_and_general_parse_agree_on_mutated_messages(data):
+    kind = data.draw(st.sampled_from(["events", "heartbeat"]))
+    ev = make_events([1, 2], [0, 1], [2, 3], [0, 1]) if kind == "events" else None
+    frames = [bytes(f) for f in encode(Packet(kind, "cam.events_out", 3, SensorSize(4, 4, 2), 0, 10, 5, ev))]
+    decode(frames)                                   # the prefix is known from here on
+    i = data.draw(st.integers(0, len(frames) - 1))
+    b = bytearray(frames[i])
+    for _ in range(data.draw(st.integers(1, 3))):
+        if b:
+            b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        b = b[:data.draw(st.integers(0, len(b)))]
+    frames[i] = bytes(b)
+    if data.draw(st.booleans()):
+        frames = frames[:-1] if data.draw(st.booleans()) else frames + [b"x" * 14]
+    fast = outcome(lambda: decode(frames))
+    assert fast == outcome(lambda: general_decode(frames))
+    if fast[0] == "rejected":
+        assert fast[1] in protocol.REJECT_REASONS
+
+
+def test_receiver_learns_a_peers_canonical_prefix(monkeypatch):
+    p = Packet("spikes", "conv1.spikes_out", 0, SensorSize(32, 32, 30), 0, 5, 7, make_events([1], [2], [3], [4]))
+    frames = [bytes(f) for f in encode(p)]
+    monkeypatch.setattr(protocol, "_KNOWN", {})      # a fresh process: nothing known yet
+    monkeypatch.setattr(protocol, "_HEADS", {})
+    same(p, decode(frames)[1])                       # general path, which learns the prefix
+    assert list(protocol._KNOWN.values()) == [("spikes", "conv1.spikes_out", SensorSize(32, 32, 30), "ev1")]
+    p.seq, p.t1_us = 1, 9
+    same(p, decode(encode(p))[1])
+
+
+def test_caches_stay_bounded_with_many_streams():
+    for i in range(2 * protocol._CACHE_MAX + 10):
+        p = Packet("heartbeat", f"s{i}", i, SensorSize(i, 1, 2), 0, 1, 0)
+        same(p, decode(encode(p))[1])
+    assert len(protocol._KNOWN) <= protocol._CACHE_MAX and len(protocol._HEADS) <= protocol._CACHE_MAX
+
+
+def test_canonical_encode_converts_numpy_integers_and_refuses_the_rest():
+    p = Packet("events", "s", np.uint64(5), SensorSize(np.int64(4), np.int32(4), np.uint8(2)), np.int32(-3),
+               np.int64(10), np.int64(7), make_events([1], [2], [3], [1]))
+    _, q = decode(encode(p))
+    assert (q.seq, q.t0_us, q.t1_us, q.sent_ns, q.sensor_size) == (5, -3, 10, 7, (4, 4, 2))
+    assert all(type(v) is int for v in (q.seq, q.t0_us, q.t1_us, q.sent_ns, *q.sensor_size))
+    for field, value, name in [("seq", True, "seq"), ("seq", 2**64, "seq"), ("t1_us", 2**63, "t1"),
+                               ("sent_ns", 1.5, "sent_ns"), ("stream", None, "stream"),
+                               ("sensor_size", (4, 4), "size"), ("sensor_size", (4, 4, -1), "size")]:
+        bad = Packet("heartbeat", "s", 1)
+        object.__setattr__(bad, field, value)
+        with pytest.raises(ProtocolError, match=name):
+            encode(bad)
+
+
+def test_an_unknown_kind_is_encoded_but_never_taken_for_valid():
+    p = Packet("events", "s", 1, SensorSize(4, 4, 2), 0, 10, 0, make_events([1], [2], [3], [1]))
+    p.kind = "video"
+    for _ in range(2):                               # (a second time, after the encoder cached it)
+        with pytest.raises(ProtocolRejected) as info:
+            decode(encode(p))
+        assert info.value.reason == "kind"
 
 
 # -- gap tracking --------------------------------------------------------------------------------
