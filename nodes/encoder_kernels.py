@@ -133,3 +133,25 @@ def rank_latency(intensity, time_steps, threshold):
             break
         out[idx[order[rank]]] = b
     return out.reshape(intensity.shape)
+
+
+@njit(cache=True)
+def append_events_(buf, t_col, lo, n, events):
+    """Copy ``events`` (structured, with a ``t`` field) to ``buf[n:]`` and their timestamps to the
+    int64 column ``t_col[n:]`` (room checked by the caller), in one pass that also checks their
+    order. Returns 0 when their timestamps go backwards somewhere, 1 when they are in order but
+    start before the live buffer's last event (``t_col[n - 1]``, live = ``[lo, n)``), 2 when
+    they also continue the live buffer in order (or it is empty)."""
+    m = events.shape[0]
+    in_order = True
+    for i in range(m):
+        buf[n + i] = events[i]
+        ti = np.int64(events[i].t)
+        t_col[n + i] = ti
+        if i > 0 and ti < t_col[n + i - 1]:
+            in_order = False
+    if not in_order:
+        return 0
+    if n > lo and m > 0 and t_col[n] < t_col[n - 1]:
+        return 1
+    return 2

@@ -178,11 +178,14 @@ def replay_sources(spec) -> list[str]:
 def bench_overrides(spec, *, paths: list[str] | None, sensor_size=None, fmt: str = "", speed: float | None = 0.0,
                     free_endpoints: bool = True, show: bool = False) -> list[str]:
     """``--set`` strings that point the replay source at ``paths``, set every source's speed,
-    move publish endpoints to free loopback ports and quiet the scoreboard."""
+    move publish endpoints to free loopback ports and quiet the scoreboard.
+
+    Free ports are ``tcp://127.0.0.1:*``: ZeroMQ picks one when the node binds. (A port found
+    free beforehand can be taken by another process before the bind, which on a busy machine
+    failed whole bench runs with "Address already in use".)"""
     import json
 
     from spikeflow.service.errors import GraphError
-    from spikeflow.service.runtime import free_tcp_port
 
     out = []
     if paths is not None:
@@ -200,7 +203,7 @@ def bench_overrides(spec, *, paths: list[str] | None, sensor_size=None, fmt: str
         if speed is not None and ns.cls.is_source and "speed" in fields:
             out.append(f"nodes.{name}.params.speed={float(speed)!r}")
         if free_endpoints and ns.type == "publish" and getattr(ns.params, "bind", True):
-            out.append(f"nodes.{name}.params.endpoint=\"tcp://127.0.0.1:{free_tcp_port()}\"")
+            out.append(f"nodes.{name}.params.endpoint=\"tcp://127.0.0.1:*\"")
         if ns.type == "scoreboard" and not show:
             out += [f"nodes.{name}.params.show=\"none\"", f"nodes.{name}.params.summary=false"]
     return out
@@ -292,7 +295,7 @@ class RssSampler:
         for p in procs:
             try:
                 rss = p.memory_info().rss
-                if not self.names.get(p.pid, "").startswith(("worker:", "bench")):
+                if not self.names.get(p.pid, "").startswith(("worker:", "bench", "spare")):
                     self.names[p.pid] = _proc_label(p, self.me.pid)  # again: a fresh child may not have exec'd yet
             except psutil.Error:
                 continue
@@ -330,8 +333,12 @@ def _proc_label(p, me: int) -> str:
         cmd = p.cmdline()
     except Exception:  # noqa: BLE001
         return f"pid{p.pid}"
-    if "spikeflow.service.runtime" in cmd and cmd[-1].endswith(".json"):
-        return "worker:" + Path(cmd[-1]).stem
+    if "spikeflow.service.runtime" in cmd and cmd[-1].endswith(".json"):  # <worker>[-<incarnation>].json
+        import re
+
+        return "worker:" + re.sub(r"-\d+$", "", Path(cmd[-1]).stem)
+    if "spikeflow.service.supervisor" in cmd:
+        return "spare"
     return f"{Path(cmd[0]).name if cmd else 'pid'}:{p.pid}"
 
 
@@ -389,6 +396,7 @@ def run_runtime(spec, state=None, run_dir: str | Path | None = None) -> dict[str
     from spikeflow.service.metrics import merge_node_dicts, summarize
 
     t0 = time.perf_counter()
+    cpu0, children0 = time.process_time(), _children_cpu_s()
     log_tail = ""
     with RssSampler() as rss:
         if len(spec.workers) == 1:
@@ -426,8 +434,16 @@ def run_runtime(spec, state=None, run_dir: str | Path | None = None) -> dict[str
                 except OSError:
                     pass
     wall = time.perf_counter() - t0
-    return {"code": code, "failures": failures, "restarts": restarts, "wall_total_s": wall, "raw": raw,
+    cpu = time.process_time() - cpu0 + _children_cpu_s() - children0
+    return {"code": code, "failures": failures, "restarts": restarts, "wall_total_s": wall, "cpu_total_s": cpu,
+            "raw": raw,
             "summary": summary, "edges": edges, **rss.report(), "log_tail": log_tail}
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished (waited-for) children: the daemon's workers."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def run_reference(spec, state=None) -> dict[str, Any]:
@@ -441,6 +457,7 @@ def run_reference(spec, state=None) -> dict[str, Any]:
     sources = [n for n in spec.order if spec.nodes[n].cls.is_source]
     if len(sources) != 1:
         raise GraphError("nodes", f"the in-process reference needs exactly one source, found {sources}")
+    cpu0 = time.process_time()
     src = sources[0]
     ns = spec.nodes[src]
     params = replace(ns.params, speed=0.0) if "speed" in ns.params.__dataclass_fields__ else ns.params
@@ -457,17 +474,19 @@ def run_reference(spec, state=None) -> dict[str, Any]:
         for n, st in per.items():
             chain.nodes[n].load_state(st)
         events = packets = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for port, pkt in node.packets():
             events += pkt.count
             packets += 1
             chain.feed(src, port, pkt)
         chain.flush()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         chain.close()
         node.close()
+    cpu_total = time.process_time() - cpu0
     return {"events": events, "packets": packets, "wall_s": wall, "events_per_s": events / wall if wall else 0.0,
+            "cpu_s": cpu, "cpu_total_s": cpu_total, "events_per_cpu_s": events / cpu_total if cpu_total else 0.0,
             "busy_s": {n: v / 1e9 for n, v in chain.busy_ns.items()}}
 
 
@@ -521,6 +540,8 @@ def figures(spec, run: dict[str, Any], src_info: dict[str, Any]) -> dict[str, An
         "recordings_s": src_info.get("recordings_s"),
         "events_per_s": ev_in / stream_s, "packets_per_s": pk_in / stream_s,
         "real_time_factor": (src_info.get("sensor_s") or 0.0) / stream_s,
+        "cpu_total_s": run.get("cpu_total_s"),
+        "events_per_cpu_s": ev_in / run["cpu_total_s"] if run.get("cpu_total_s") else None,
         "decision_latency_us": dec,
         "scoreboard": {k: sb.get(k) for k in ("accuracy", "scored", "decisions", "decision_age_p50_us",
                                               "decision_age_p99_us", "onset_to_first_correct_p50_ms",
@@ -574,6 +595,9 @@ def bench(spec, state=None, *, repeats: int = 1, warmup: int = 0, reference: boo
                                **ref_m, "runs": refs}
         report["median"]["runtime_vs_reference"] = (report["median"]["events_per_s"] / ref_m["events_per_s"]
                                                     if ref_m["events_per_s"] else None)
+        cpu_rt = report["median"].get("events_per_cpu_s")
+        report["median"]["runtime_vs_reference_cpu"] = (cpu_rt / ref_m["events_per_cpu_s"]
+                                                        if cpu_rt and ref_m.get("events_per_cpu_s") else None)
     return report
 
 
@@ -622,7 +646,8 @@ def format_report(rep: dict[str, Any]) -> str:
               f"end to end: {m['events']:,} events, {m['packets']:,} packets in {m['stream_s']:.3f} s "
               f"(first source packet -> last node activity; {m['wall_total_s']:.2f} s with start-up)",
               f"throughput: {m['events_per_s'] / 1e6:.3f} M events/s, {m['packets_per_s']:,.0f} packets/s; "
-              f"real-time factor {m['real_time_factor']:.2f}",
+              f"real-time factor {m['real_time_factor']:.2f}; CPU {m['cpu_total_s']:.2f} s for the whole run "
+              f"({m['events_per_cpu_s'] / 1e6:.3f} M events per CPU second, start-up and every worker included)",
               f"decision latency: p50 {dec.get('p50_us', 0) / 1e3:.2f} ms, p99 {dec.get('p99_us', 0) / 1e3:.2f} ms, "
               f"max {dec.get('max_us', 0) / 1e3:.2f} ms over {dec.get('count', 0)} decisions ({dec['what']})"]
     sb = m.get("scoreboard")
@@ -640,8 +665,12 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append("source lateness: " + ", ".join(f"{k} {v}" for k, v in m["source_late"].items()))
     if "reference" in rep:
         ref = rep["reference"]
-        lines.append(f"reference (same nodes in-process, no runtime): {ref['events_per_s'] / 1e6:.3f} M events/s in "
-                     f"{ref['wall_s']:.3f} s; runtime / reference = {m['runtime_vs_reference'] or 0:.2f}")
+        rtf = inp["sensor_s"] / ref["wall_s"] if ref["wall_s"] else 0.0
+        lines.append(f"reference (same nodes in-process, no runtime): {ref['events_per_s'] / 1e6:.3f} M events/s "
+                     f"(real-time factor {rtf:.2f}) in {ref['wall_s']:.3f} s, CPU {ref['cpu_total_s']:.2f} s with "
+                     f"set-up; runtime / reference = "
+                     f"{m['runtime_vs_reference'] or 0:.2f} (wall), {m['runtime_vs_reference_cpu'] or 0:.2f} "
+                     f"(events per CPU second)")
     if m["events_expected"] is not None and m["events"] != m["events_expected"]:
         lines.append(f"WARNING: the sources emitted {m['events']:,} events, {m['events_expected']:,} expected")
     for f in rep["failures"]:

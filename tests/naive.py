@@ -7,6 +7,7 @@ Also used by bench/bench_snn.py as the reference implementation.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -210,4 +211,77 @@ def time_surface(t, x, y, height, width, t_ref_us, tau_us, downsample=1):
     out = np.zeros((height, width))
     for (yy, xx), tl in last.items():
         out[yy, xx] = math.exp(-(t_ref_us - tl) / tau_us)
+    return out
+
+
+def append_events(buf, t_col, lo, n, events):
+    """Twin of ``append_events_``: copy, then classify the order (0 backwards inside, 1 in order
+    but before the live buffer's last event, 2 continuing it)."""
+    m = len(events)
+    buf[n:n + m] = events
+    t_col[n:n + m] = events["t"]
+    t = [int(v) for v in events["t"]]
+    if any(b < a for a, b in itertools.pairwise(t)):
+        return 0
+    if n > lo and m and t[0] < int(t_col[n - 1]):
+        return 1
+    return 2
+
+
+class Windows:
+    """Twin of ``encoders._Windows``: the original concatenating version (a fresh buffer per
+    packet), windows cut with ``np.searchsorted`` on the whole buffer."""
+
+    def __init__(self, window_us, stride_us):
+        self.window, self.stride = int(window_us), int(stride_us)
+        self.ws = None
+        self.buf = None
+
+    def push(self, events, t0_us, t1_us):
+        if self.ws is None:
+            self.ws = int(t0_us) if t1_us > t0_us or not len(events) else int(events["t"][0])
+        if len(events):
+            t = events["t"]
+            if not np.all(t[1:] >= t[:-1]):
+                events = np.sort(events, order="t", kind="stable")
+            self.buf = events.copy() if self.buf is None else np.concatenate([self.buf, events])
+        horizon = max(int(t1_us), int(events["t"][-1]) + 1 if len(events) else 0)
+        return self._cut(horizon)
+
+    def _cut(self, horizon):
+        out = []
+        t = self.buf["t"] if self.buf is not None else np.zeros(0, np.int64)
+        while self.ws + self.window <= horizon:
+            first = int(np.searchsorted(t, self.ws))
+            if first >= len(t):
+                k = (horizon - self.window - self.ws) // self.stride + 1
+                self.ws += max(1, k) * self.stride
+                break
+            if int(t[first]) >= self.ws + self.window:
+                self.ws += ((int(t[first]) - self.ws - self.window) // self.stride + 1) * self.stride
+                continue
+            out.append((self.ws, self.buf[first:int(np.searchsorted(t, self.ws + self.window))].copy()))
+            self.ws += self.stride
+        if len(t):
+            self.buf = self.buf[int(np.searchsorted(t, self.ws)):]
+        return out
+
+    def flush(self):
+        if self.ws is None or self.buf is None or not len(self.buf):
+            return []
+        return self._cut(int(self.buf["t"][-1]) + self.window)
+
+
+def grid_windows(events, ws0, window_us, stride_us):
+    """Every non-empty window [ws, ws + window) with ws = ws0 + k·stride <= the last event, of a
+    time-sorted stream starting at or after ws0: what the windowing gives over a whole stream."""
+    out = []
+    if not len(events):
+        return out
+    ws = ws0
+    while ws <= int(events["t"][-1]):
+        sel = events[(events["t"] >= ws) & (events["t"] < ws + window_us)]
+        if len(sel):
+            out.append((ws, sel))
+        ws += stride_us
     return out

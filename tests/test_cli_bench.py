@@ -45,7 +45,7 @@ def clips():
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory, clips):
     paths, _ = clips
-    return bench(tmp_path_factory.mktemp("b1"), "--data", *paths, "--workers", "1")
+    return bench(tmp_path_factory.mktemp("b1"), "--data", *paths, "--workers", "1", "--reference")
 
 
 def check_sane(rep, n_events, workers):
@@ -78,7 +78,7 @@ def check_sane(rep, n_events, workers):
 
 def test_bench_one_worker_on_recording_files(one_worker, clips):
     rep, stdout = one_worker
-    paths, n = clips
+    _, n = clips
     check_sane(rep, n, dict.fromkeys(GESTURE_NODES, "main"))
     assert rep["workers"] == {"main": GESTURE_NODES}
     assert rep["data"] == {"source": "files", "files": 2}
@@ -89,11 +89,38 @@ def test_bench_one_worker_on_recording_files(one_worker, clips):
         assert any(line.startswith(node + " ") for line in stdout.splitlines()), node
 
 
+def test_bench_e2e_tabulates_the_figures_the_cli_prints(one_worker):
+    """bench/bench_e2e.py's table rows and `spikeflow bench`'s printout come from one report:
+    the same throughput, real-time factor, decision latency, CPU time and reference ratios."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_e2e.py"
+    spec = importlib.util.spec_from_file_location("bench_e2e", path)
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    rep, stdout = one_worker
+    r = e2e.row("clips", "1 worker", {"flat": rep})
+    m, ref = rep["median"], rep["reference"]
+    assert r["events"] == m["events"] and r["decisions"] == m["decision_latency_us"]["count"] > 0
+    assert r["cpu_s"] == m["cpu_total_s"] > 0 and r["ref_cpu_s"] == ref["cpu_total_s"] > 0
+    assert r["ratio"] == m["events_per_s"] / ref["events_per_s"]
+    assert r["ratio_cpu"] == (m["events"] / m["cpu_total_s"]) / (ref["events"] / ref["cpu_total_s"])
+    assert f"throughput: {r['mev_s']:.3f} M events/s" in stdout
+    assert f"real-time factor {r['rtf']:.2f}; CPU {r['cpu_s']:.2f} s" in stdout
+    assert f"decision latency: p50 {r['flat_p50_ms']:.2f} ms, p99 {r['flat_p99_ms']:.2f} ms" in stdout
+    assert (f"{r['ref_mev_s']:.3f} M events/s (real-time factor {r['ref_rtf']:.2f}) in {ref['wall_s']:.3f} s, "
+            f"CPU {r['ref_cpu_s']:.2f} s") in stdout
+    assert f"runtime / reference = {r['ratio']:.2f} (wall), {r['ratio_cpu']:.2f} (events per CPU second)" in stdout
+    line = e2e.table([r]).splitlines()[-1]
+    assert f"| {r['mev_s']:.3f} | {r['rtf']:.2f} | {r['ref_mev_s']:.3f} ({r['ref_rtf']:.2f}) | {r['ratio']:.2f} |" in line
+
+
 def test_bench_two_workers_under_the_daemon(tmp_path, one_worker, clips):
     """--workers 2 with the bundled test split as a dataset (its first two samples are the same
     two clips): encoder side in one process, spiking layers and classifier in the other; the
     lossless graph makes the same decisions as in one worker."""
-    paths, n = clips
+    _, n = clips
     rep, _ = bench(tmp_path, "--data", "bundled", "--split", "test", "--max-samples", "2", "--workers", "2")
     first_layer = next(i for i, x in enumerate(GESTURE_NODES) if TYPES[x] == "snn_conv")
     io = GESTURE_NODES[:first_layer]  # source, filter, encoder; the rest is downstream of conv1

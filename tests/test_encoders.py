@@ -10,12 +10,13 @@ import pytest
 import tonic.io
 
 import naive
+from spikeflow.nodes import encoder_kernels as ek
 from spikeflow.nodes.base import PortMeta, build_params
-from spikeflow.nodes.encoders import (DogEncoder, EventEncoder, ImageEncoder, PolarityEncoder, dog_bank, dog_kernel,
-                                      dog_latency, encode_image, event_map, polarity_times)
+from spikeflow.nodes.encoders import (DogEncoder, EventEncoder, ImageEncoder, PolarityEncoder, _Windows, dog_bank,
+                                      dog_kernel, dog_latency, encode_image, event_map, polarity_times)
 from spikeflow.nodes.snn import NO_SPIKE, Network
 from spikeflow.service.errors import ParamError
-from spikeflow.service.events import SensorSize, as_events, make_events, time_slice
+from spikeflow.service.events import EVENT_DTYPE, SensorSize, as_events, make_events, time_slice
 from spikeflow.service.packet import Packet
 
 NS = NO_SPIKE
@@ -239,3 +240,151 @@ def test_encoder_params_are_validated():
         make_node(DogEncoder, kernel_size=4)
     with pytest.raises(ParamError, match=r"params\.map"):
         build_params(DogEncoder, {"map": "histogram"})
+
+
+# -- windowing: the reusable buffer ------------------------------------------------------------
+
+def random_stream(rng, n, span_us, disorder=0.0):
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, span_us, n))
+    ev["x"], ev["y"], ev["p"] = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
+    swap = np.flatnonzero(rng.random(n - 1) < disorder) if n > 1 else []
+    for i in swap:  # local disorder: neighbours exchanged, within or across packets
+        ev[[i, i + 1]] = ev[[i + 1, i]]
+    return ev
+
+
+def cut_packets(rng, ev, span_us):
+    """Random packet boundaries (empty packets and long gaps included): (events, t0, t1) views."""
+    bounds = np.unique(np.concatenate([[0, span_us], rng.integers(0, span_us, int(rng.integers(1, 60)))]))
+    idx = np.searchsorted(ev["t"], bounds) if np.all(np.diff(ev["t"]) >= 0) else \
+        np.linspace(0, len(ev), len(bounds)).astype(int)
+    idx[-1] = len(ev)
+    return [(ev[idx[k]:idx[k + 1]], int(bounds[k]), int(bounds[k + 1])) for k in range(len(bounds) - 1)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_append_events_kernel_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    cap = 64
+    lo, n = int(rng.integers(0, 10)), int(rng.integers(10, 30))
+    ev = random_stream(rng, int(rng.integers(0, 30)), 1000, disorder=0.2 * (seed % 2))
+    ev["t"] += int(rng.integers(-200, 200))
+    bufs = [(np.zeros(cap, EVENT_DTYPE), np.zeros(cap, np.int64)) for _ in range(2)]
+    for buf, t in bufs:
+        t[:n] = np.sort(rng.integers(0, 500, n)) if seed else np.arange(n)
+    bufs[1][1][:n] = bufs[0][1][:n]
+    got = ek.append_events_(bufs[0][0], bufs[0][1], lo, n, ev)
+    want = naive.append_events(bufs[1][0], bufs[1][1], lo, n, ev)
+    assert got == want
+    np.testing.assert_array_equal(bufs[0][0], bufs[1][0])
+    np.testing.assert_array_equal(bufs[0][1], bufs[1][1])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_windows_match_the_concatenating_twin(seed):
+    """Window by window, the in-place buffer (tiny capacity: it shifts and grows often) gives
+    exactly what the original concatenating version gives, in sorted and disordered streams."""
+    rng = np.random.default_rng(seed)
+    span = int(rng.integers(1000, 200_000))
+    ev = random_stream(rng, int(rng.integers(0, 3000)), span, disorder=[0.0, 0.0, 0.01, 0.3][seed % 4])
+    window = int(rng.integers(1, span // 4 + 2))
+    stride = int(rng.integers(1, window + 1))
+    ours, twin = _Windows(window, stride, capacity=int(rng.integers(1, 16))), naive.Windows(window, stride)
+    for part, t0, t1 in cut_packets(rng, ev, span):
+        got = [(ws, w.copy()) for ws, w in ours.push(part, t0, t1)]  # views: valid until the next push
+        want = twin.push(part, t0, t1)
+        assert [ws for ws, _ in got] == [ws for ws, _ in want]
+        for (_, a), (_, b) in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    got, want = ours.flush(), twin.flush()
+    assert [ws for ws, _ in got] == [ws for ws, _ in want]
+    for (_, a), (_, b) in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windows_of_a_sorted_stream_are_its_grid_windows(seed):
+    """Over a whole sorted stream, in any packets: every non-empty window of the grid, once."""
+    rng = np.random.default_rng(50 + seed)
+    span = int(rng.integers(5000, 100_000))
+    ev = random_stream(rng, int(rng.integers(1, 2000)), span)
+    window = int(rng.integers(100, 20_000))
+    stride = int(rng.integers(1, window + 1)) if seed % 2 else window
+    win = _Windows(window, stride, capacity=4)
+    got = []
+    for part, t0, t1 in cut_packets(rng, ev, span):
+        got += [(ws, w.copy()) for ws, w in win.push(part, t0, t1)]
+    got += [(ws, w.copy()) for ws, w in win.flush()]
+    want = naive.grid_windows(ev, 0, window, stride)
+    assert [ws for ws, _ in got] == [ws for ws, _ in want]
+    for (_, a), (_, b) in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_polarity_encoder_takes_read_only_packets(shared):
+    """Packets received zero-copy off a socket are read-only: same spikes as from writable ones."""
+    ev = gesture(shared, 2)[:30_000]
+    outs = []
+    for ro in (False, True):
+        node, _ = make_node(PolarityEncoder, window_us=50_000, time_steps=10, downsample=2)
+        spikes = []
+        for pk in packets(ev, 1000):
+            if ro:
+                pk.events = pk.events.copy()
+                pk.events.setflags(write=False)
+            spikes += node.process("events_in", pk).get("spikes_out", [])
+        outs.append(spikes + node.flush().get("spikes_out", []))
+    assert len(outs[0]) == len(outs[1]) > 5
+    for a, b in zip(*outs):
+        assert a.t0_us == b.t0_us and np.array_equal(a.events, b.events)
+
+
+# -- pinned outputs: the gesture graph's filter and encoder, before and after optimisations ----
+
+def graph_digests(graph, nodes, paths=None, size=None, overrides=(), exclude=()):
+    """``{node: (packets, events, sha256[:16])}`` of what ``nodes`` emit when ``graph`` (a file,
+    or None for the bundled gesture model) replays its data flat out in-process: window, seq and
+    event bytes of every packet (not the wall-clock ``sent_ns``)."""
+    import hashlib
+    from dataclasses import replace
+
+    from spikeflow.service.cli_bench import build_spec
+    from spikeflow.service.pipeline import LocalChain
+
+    spec, _ = build_spec(graph, data_paths=paths, sensor_size=size, speed=0.0, workers=1, overrides=list(overrides))
+    src = next(n for n in spec.order if spec.nodes[n].cls.is_source)
+    ns = spec.nodes[src]
+    source = ns.cls(src, replace(ns.params, speed=0.0))
+    metas = source.setup({})
+    taps = [(n, p) for n in nodes for p in spec.nodes[n].cls.outputs]
+    try:
+        with LocalChain(spec, {(src, p): m for p, m in metas.items()}, taps=taps, exclude=exclude) as chain:
+            for port, pkt in source.packets():
+                chain.feed(src, port, pkt)
+            chain.flush()
+            out = {}
+            for (n, _), pkts in chain.taps.items():
+                h = hashlib.sha256()
+                for pk in pkts:
+                    h.update(repr((pk.kind, pk.seq, tuple(pk.sensor_size), pk.t0_us, pk.t1_us)).encode())
+                    h.update(pk.events.tobytes())
+                out[n] = (len(pkts), sum(len(pk.events) for pk in pkts), h.hexdigest()[:16])
+    finally:
+        source.close()
+    return out
+
+
+def test_gesture_graph_filter_and_encoder_outputs_are_pinned(shared):
+    """The bundled gesture graph's noise filter and polarity encoder emit exactly what they emitted
+    before their per-packet costs were cut (digests taken from commit 310f112), on two bundled
+    clips and on a real DVS128 Gesture clip, in 1 ms packets."""
+    from spikeflow import recordings
+
+    clips = [str(recordings.path(c)) for c in ("gesture_01_hand_clapping_s4.sfe",
+                                               "gesture_05_right_arm_counter_clockwise_s4.sfe")]
+    assert graph_digests(None, ["denoise", "enc"], paths=clips, exclude=["conv1", "score"]) == {
+        "denoise": (2900, 19046, "f4f93383f1dc6cc8"), "enc": (58, 2653, "3ac54603db611219")}
+    real = [str(shared("recordings/slayer-dvsgesture/1.bs2"))]
+    assert graph_digests(None, ["denoise", "enc"], paths=real, size=(128, 128, 2), exclude=["conv1", "score"]) == {
+        "denoise": (1450, 42039, "6f83c8304826821e"), "enc": (29, 8989, "5bd1650b695786f9")}

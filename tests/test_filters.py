@@ -9,7 +9,8 @@ import tonic.transforms as tt
 import naive_filters as naive
 from spikeflow.drivers.recording import read_recording
 from spikeflow.nodes.base import PortMeta, build_params
-from spikeflow.nodes.filter_kernels import NEVER_US, background_activity_, refractory_
+from spikeflow.nodes.filter_kernels import (NEVER_US, background_activity_, background_activity_compact_,
+                                            refractory_, refractory_compact_)
 from spikeflow.nodes.filters import NoiseFilter, RefractoryFilter, TonicTransform
 from spikeflow.service.errors import ParamError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, window_bounds
@@ -53,6 +54,42 @@ def test_refractory_kernel_matches_naive(seed):
     keep = np.zeros(len(ev), bool)
     refractory_(last, ev["x"], ev["y"], ev["t"], refr, keep)
     np.testing.assert_array_equal(keep, naive.refractory(ev, (w, h), refr))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("radius,eight", [(1, True), (1, False), (2, True)])
+def test_background_activity_compact_kernel_matches_naive(seed, radius, eight):
+    """The fused kernel (filter + copy of the kept events) keeps what the naive twin keeps, and
+    leaves the same timestamp map as the mask kernel."""
+    rng = np.random.default_rng(200 + seed)
+    w, h = int(rng.integers(4, 40)), int(rng.integers(4, 40))
+    ev = random_events(rng, int(rng.integers(0, 3000)), w, h, int(rng.integers(1, 200_000)), out_of_range=0.02)
+    window = int(rng.integers(1, 20_000))
+    last = np.full((h, w), NEVER_US, np.int64)
+    out = np.zeros(len(ev), EVENT_DTYPE)
+    n_kept, oor = background_activity_compact_(last, ev, window, radius, eight, out)
+    want = naive.background_activity(ev, (w, h), window, radius, eight)
+    np.testing.assert_array_equal(out[:n_kept], ev[want])
+    inside = (ev["x"] >= 0) & (ev["x"] < w) & (ev["y"] >= 0) & (ev["y"] < h)
+    assert oor == int((~inside).sum())
+    last2 = np.full((h, w), NEVER_US, np.int64)
+    background_activity_(last2, ev["x"], ev["y"], ev["t"], window, radius, eight, np.zeros(len(ev), bool))
+    np.testing.assert_array_equal(last, last2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_refractory_compact_kernel_matches_naive(seed):
+    rng = np.random.default_rng(300 + seed)
+    w, h = int(rng.integers(2, 20)), int(rng.integers(2, 20))
+    ev = random_events(rng, int(rng.integers(0, 4000)), w, h, int(rng.integers(1, 100_000)), out_of_range=0.01)
+    refr = int(rng.integers(0, 5000))
+    last = np.full((h, w), NEVER_US, np.int64)
+    out = np.zeros(len(ev), EVENT_DTYPE)
+    n_kept, oor = refractory_compact_(last, ev, refr, out)
+    np.testing.assert_array_equal(out[:n_kept], ev[naive.refractory(ev, (w, h), refr)])
+    last2 = np.full((h, w), NEVER_US, np.int64)
+    assert oor == refractory_(last2, ev["x"], ev["y"], ev["t"], refr, np.zeros(len(ev), bool))
+    np.testing.assert_array_equal(last, last2)
 
 
 def _run_node(node, ev, size, window_us):
@@ -133,6 +170,55 @@ def test_refractory_filter_thins_bursts():
     node = RefractoryFilter("r", build_params(RefractoryFilter, {"refractory_us": 300}))
     out = _run_node(node, ev, (4, 4, 2), 250)
     np.testing.assert_array_equal(out["t"], [0, 300, 600, 900])
+
+
+def test_filter_packets_keep_their_metadata_and_pass_untouched_views(nmnist):
+    """The output packet is the input's metadata (every field but events) around the kept events;
+    a packet whose events all survive passes on its own array (no copy). Read-only and strided
+    input (zero-copy off a socket, a slice with a step) filter like writable contiguous input."""
+    import dataclasses
+
+    ev, size = nmnist
+    ev = ev[:4000]
+    pk = events_packet(ev, "src.events_out", 7, size, 0, int(ev["t"][-1]) + 1, sent_ns=123)
+    pk.data = {"truth": {"label": 3}}
+    node = NoiseFilter("f", build_params(NoiseFilter, {"window_us": 2000}))
+    node.setup({"events_in": PortMeta("events", SensorSize(*size))})
+    (out,) = node.process("events_in", pk)["events_out"]
+    for f in dataclasses.fields(out):
+        if f.name != "events":
+            assert getattr(out, f.name) == getattr(pk, f.name), f.name
+    want = naive.background_activity(ev, size, 2000)
+    assert 0 < want.sum() < len(ev)
+    np.testing.assert_array_equal(out.events, ev[want])
+    node = RefractoryFilter("r", build_params(RefractoryFilter, {"refractory_us": 0}))
+    node.setup({"events_in": PortMeta("events", SensorSize(*size))})
+    assert node.process("events_in", pk)["events_out"][0].events is ev
+    for variant in ("read-only", "strided"):
+        e = ev.copy() if variant == "read-only" else np.repeat(ev, 2)[::2]
+        if variant == "read-only":
+            e.setflags(write=False)
+        node = NoiseFilter("f", build_params(NoiseFilter, {"window_us": 2000}))
+        node.setup({"events_in": PortMeta("events", SensorSize(*size))})
+        got = node.process("events_in", events_packet(e, "s", 0, size, 0, int(e["t"][-1]) + 1))["events_out"][0]
+        np.testing.assert_array_equal(got.events, ev[want])
+
+
+def test_default_graph_output_is_pinned(shared):
+    """The default graph (`spikeflow run --demo`: replay -> noise_filter) emits exactly what it
+    emitted before the filter's per-packet costs were cut (digests from commit 310f112): its
+    bundled clip in 1 ms and 10 ms packets, and a real DVS128 Gesture clip."""
+    from pathlib import Path
+
+    from test_encoders import graph_digests
+
+    graph = str(Path(__file__).resolve().parents[1] / "service" / "graphs" / "default.toml")
+    assert graph_digests(graph, ["denoise"]) == {"denoise": (1450, 11699, "205ed3de9e16cf6e")}
+    assert graph_digests(graph, ["denoise"], overrides=["nodes.src.params.window_us=10000"]) == {
+        "denoise": (145, 11699, "e25c54070b11ee1c")}
+    real = [str(shared("recordings/slayer-dvsgesture/2.bs2"))]
+    assert graph_digests(graph, ["denoise"], paths=real, size=(128, 128, 2)) == {
+        "denoise": (1450, 60375, "1cc1175d09f9507c")}
 
 
 # -- tonic_transform -------------------------------------------------------------------------
