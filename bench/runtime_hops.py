@@ -1,6 +1,6 @@
 """Graph runtime throughput and latency across 0, 1 and 2 worker hops, against raw pyzmq.
 
-    .venv/bin/python bench/runtime_hops.py [--repeats 3] [--quick]
+    .venv/bin/python bench/runtime_hops.py [--repeats 3] [--quick] [--only throughput|latency] [--sizes 1000 ...]
 
 Graph: zmq_input (fed from memory) -> refractory_filter (0 µs: passes everything, one kernel
 pass and one copy) -> refractory_filter -> print sink, with the nodes spread over 1, 2 or 3
@@ -14,6 +14,12 @@ the same protocol-v1 frames (encoded once, no decode) over the same socket path 
 connection plus one per hop). Latency: the same graphs fed in real time (1 ms packets of 1k
 events, i.e. 1 M events/s, a busy DVS128, stamped when sent), end-to-end p50/p99 from the
 sink's histogram. Medians over ``--repeats`` runs.
+
+CPU per packet: the pipeline processes' CPU time (user + system, all threads; the daemon and the
+feeder excluded, on both sides) over the same span, per packet, sampled from /proc every 5 ms
+(psutil). Wall-clock throughput on a shared 2-core machine follows the load of other jobs;
+CPU per packet barely does, so ``cpu ratio`` (raw CPU / ours) is the steadier comparison of
+what each side costs per packet. Every ratio pairs ours and raw pyzmq of the same repeat.
 """
 
 from __future__ import annotations
@@ -120,6 +126,47 @@ worker = "{workers[2]}"
 """
 
 
+class CpuSampler:
+    """CPU time (user + system, all threads) of some processes, sampled every ``period_s`` with
+    wall-clock stamps, so that the CPU they spent between two instants can be read afterwards."""
+
+    def __init__(self, pids, period_s: float = 0.005):
+        self.pids, self.period_s = pids, period_s
+        self.series: dict[int, list[tuple[int, float]]] = {}
+        self._procs: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while True:
+            for pid in self.pids():
+                try:
+                    proc = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
+                    ct = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                self.series.setdefault(pid, []).append((time.time_ns(), ct.user + ct.system))
+            if self._stop.wait(self.period_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def between(self, t0_ns: int, t1_ns: int) -> float:
+        """Seconds of CPU all sampled processes spent between two wall-clock instants (linear
+        interpolation between samples)."""
+        total = 0.0
+        for pts in self.series.values():
+            ts = np.array([t for t, _ in pts], dtype=np.float64)
+            cs = np.array([c for _, c in pts])
+            total += float(np.interp(t1_ns, ts, cs) - np.interp(t0_ns, ts, cs))
+        return total
+
+
 def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool, tmp: Path) -> dict:
     from spikeflow.service.daemon import Daemon
 
@@ -127,6 +174,7 @@ def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool,
     spec = load_graph(graph_text(src_ep, hops, transport))
     d = Daemon(spec, run_dir=tmp / "run", exit_when_done=True)
     d.start()   # the dry build (which opens and closes a zmq_input too) is over before we feed
+    cpu = CpuSampler(lambda: [w.pid for w in d.supervisor.workers.values() if w.alive])
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(src_ep, windows, paced, stop, lambda: d._started), daemon=True)
     feeder.start()
@@ -135,20 +183,24 @@ def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool,
     finally:
         stop.set()
         feeder.join(30)
+        cpu.stop()
     m = d.final_metrics["nodes"]
     sink = m["sink"]
-    return {"events": sink["events_in"], "packets": sink["packets_in"], "span_s": _span(d, "sink", "sink"),
-            "p50_us": sink["latency"]["p50_us"], "p99_us": sink["latency"]["p99_us"]}
+    t0_ns, t1_ns = _span(d, "sink", "sink")
+    return {"events": sink["events_in"], "packets": sink["packets_in"], "span_s": (t1_ns - t0_ns) / 1e9,
+            "cpu_s": cpu.between(t0_ns, t1_ns), "p50_us": sink["latency"]["p50_us"],
+            "p99_us": sink["latency"]["p99_us"]}
 
 
-def _span(d, first: str, last: str) -> float:
+def _span(d, first: str, last: str) -> tuple[int, int]:
+    """Wall-clock ns of ``first``'s first packet and ``last``'s last packet."""
     from spikeflow.service.metrics import NodeMetrics
 
     spans = {}
     for w in d.supervisor.workers.values():
         for name, nd in (w.metrics.get("nodes") or {}).items():
             spans[name] = NodeMetrics.from_dict(nd)
-    return (spans[last].last_ns - spans[first].first_ns) / 1e9
+    return spans[first].first_ns, spans[last].last_ns
 
 
 # -- raw pyzmq reference ----------------------------------------------------------------------
@@ -164,20 +216,18 @@ def _raw_relay(pull_ep: str, push_ep: str | None, n: int, ready, done) -> None:
         push = ctx.socket(zmq.PUSH)
         push.connect(push_ep)
     ready.set()
-    t_first = None
-    for i in range(n):
+    for _ in range(n):
         frames = pull.recv_multipart(copy=False)
-        if t_first is None:
-            t_first = time.perf_counter()
         if push is not None:
             push.send_multipart(frames, copy=False)
     if push is None:
-        done.put(time.perf_counter())
+        done.put((time.perf_counter(), time.time_ns()))
     ctx.destroy(linger=1000)
 
 
-def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Path) -> float:
-    """Seconds to push ``packets`` protocol frames through ``hops`` raw PUSH/PULL hops."""
+def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Path) -> tuple[float, float]:
+    """Seconds to push ``packets`` protocol frames through ``hops`` raw PUSH/PULL hops, and the
+    CPU seconds the relay processes spent meanwhile."""
     import zmq
 
     from spikeflow.service.packet import Packet
@@ -202,15 +252,18 @@ def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Pat
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.connect(eps[0])
-    time.sleep(0.2)  # connections established before the clock starts
-    t0 = time.perf_counter()
+    pids = [p.pid for p in procs]
+    cpu = CpuSampler(lambda: pids)
+    time.sleep(0.2)  # connections established (and CPU sampled) before the clock starts
+    t0, t0_ns = time.perf_counter(), time.time_ns()
     for _ in range(packets):
         push.send_multipart(frames, copy=False)
-    t1 = done.get(timeout=300)
+    t1, t1_ns = done.get(timeout=300)
+    cpu.stop()
     for p in procs:
         p.join(30)
     ctx.destroy(linger=0)
-    return t1 - t0
+    return t1 - t0, cpu.between(t0_ns, t1_ns)
 
 
 def _port() -> int:
@@ -224,34 +277,44 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer packets (a smoke run)")
     ap.add_argument("--only", choices=("throughput", "latency"), help="run one of the two tables")
+    ap.add_argument("--sizes", type=int, nargs="+", choices=(1_000, 10_000, 100_000), default=None,
+                    help="events per packet of the throughput table (default: all three)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="sfbench-"))
     scale = 0.2 if args.quick else 1.0
     plan = {1_000: int(3000 * scale), 10_000: int(400 * scale), 100_000: int(60 * scale)}
+    plan = {k: v for k, v in plan.items() if args.sizes is None or k in args.sizes}
     rows = []
-    print(f"# throughput, medians of {args.repeats}; ratio = ours / raw pyzmq (same frames, same hops)")
-    print(f"{'events/pkt':>10} {'hops':>4} {'via':>4} {'pkt/s':>9} {'Mev/s':>7} {'raw pkt/s':>10} {'raw Mev/s':>9} {'ratio':>6}")
+    print(f"# throughput, medians of {args.repeats}; ratio = ours / raw pyzmq (same frames, same hops, "
+          "paired per repeat); cpu = CPU us per packet of the pipeline processes; cpu ratio = raw / ours")
+    print(f"{'events/pkt':>10} {'hops':>4} {'via':>4} {'pkt/s':>9} {'Mev/s':>7} {'raw pkt/s':>10} {'raw Mev/s':>9} "
+          f"{'ratio':>6} {'cpu us':>7} {'raw cpu':>7} {'cpu ratio':>9}")
     for per, packets in (plan.items() if args.only != "latency" else ()):
         src = synthetic(per, packets)
         for hops in (0, 1, 2):
             for transport in (("ipc",) if hops == 0 else ("ipc", "tcp")):
-                ours, raw = [], []
+                ours, raw, cpu, raw_cpu = [], [], [], []
                 for _ in range(args.repeats):
                     r = run_graph(src, hops, transport, False, tmp)
                     assert r["events"] == per * packets, r
                     ours.append(r["span_s"] * packets / (packets - 1))  # sink span covers packets - 1 gaps
-                    raw.append(raw_pyzmq(per, packets, hops + 1, transport, tmp))  # + the feeding connection
-                t = statistics.median(ours)
+                    cpu.append(r["cpu_s"] / (packets - 1))
+                    tr, cr = raw_pyzmq(per, packets, hops + 1, transport, tmp)  # + the feeding connection
+                    raw.append(tr)
+                    raw_cpu.append(cr / packets)
+                t, tr = statistics.median(ours), statistics.median(raw)
+                c, cr = statistics.median(cpu), statistics.median(raw_cpu)
                 row = {"per": per, "hops": hops, "via": transport if hops else "-", "pkt_s": packets / t,
-                       "mev_s": per * packets / t / 1e6}
-                if raw:
-                    tr = statistics.median(raw)
-                    row.update(raw_pkt_s=packets / tr, raw_mev_s=per * packets / tr / 1e6, ratio=tr / t)
+                       "mev_s": per * packets / t / 1e6, "raw_pkt_s": packets / tr,
+                       "raw_mev_s": per * packets / tr / 1e6,
+                       "ratio": statistics.median(b / a for a, b in zip(ours, raw)),
+                       "cpu_us": c * 1e6, "raw_cpu_us": cr * 1e6,
+                       "cpu_ratio": statistics.median(b / a for a, b in zip(cpu, raw_cpu))}
                 rows.append(row)
                 print(f"{per:>10} {hops:>4} {row['via']:>4} {row['pkt_s']:>9.0f} {row['mev_s']:>7.1f} "
-                      + (f"{row['raw_pkt_s']:>10.0f} {row['raw_mev_s']:>9.1f} {row['ratio']:>6.2f}" if raw
-                         else f"{'-':>10} {'-':>9} {'-':>6}"), flush=True)
+                      f"{row['raw_pkt_s']:>10.0f} {row['raw_mev_s']:>9.1f} {row['ratio']:>6.2f} "
+                      f"{row['cpu_us']:>7.1f} {row['raw_cpu_us']:>7.1f} {row['cpu_ratio']:>9.2f}", flush=True)
     print("\n# latency, paced real time: 1 ms packets of 1k events (1 M events/s), medians of p50/p99")
     print(f"{'hops':>4} {'via':>4} {'p50 us':>8} {'p99 us':>8}")
     src = synthetic(1000, int(2000 * scale))

@@ -53,7 +53,8 @@ class GraphOptions:
     allow_remote: bool = False     # permit binding anything but loopback
     transport: str = "ipc"         # edges between workers: "ipc" or "tcp" (loopback)
     heartbeat_s: float = 0.25      # worker -> daemon heartbeat (and metrics) period
-    liveness_s: float = 3.0        # a worker silent this long is killed and restarted
+    liveness_s: float = 10.0       # a worker silent this long is killed and restarted (3 s killed
+                                   # healthy workers starved by CPU load on a busy 2-core box)
     max_restarts: int = 5          # per worker, within restart_window_s, then it is marked failed
     restart_window_s: float = 60.0
     checkpoint_s: float = 0.0      # periodic snapshot of learned state (0 = only on request)

@@ -3,10 +3,18 @@
 Inside a worker a packet goes from node to node as a Python object (operator chaining, no
 serialisation). Edges to nodes of other workers are ZeroMQ sockets from
 :mod:`spikeflow.service.edges` with the edge's policy (``lossless``: the sender waits;
-``realtime``: bounded queue, drops counted). Producers (each source's ``packets()``, each
-incoming edge) run in their own thread and hand packets to the one thread that runs nodes
-through a bounded inbox, so nodes need no locks and a blocked producer (a quiet network input,
-a paced replay) never blocks control requests, which are executed between packets.
+``realtime``: bounded queue, drops counted). One thread runs every node, so nodes need no locks.
+It waits in a single ``zmq.Poller`` on the sockets of its incoming edges (read directly, no
+hand-over: a packet from another worker never crosses a Python queue, and credits go back as
+it consumes, so a busy node thread makes its upstream wait), on the credit sockets of its
+realtime outgoing edges (queued packets go when credit returns), and on the wake-up descriptor
+of its :class:`~spikeflow.service.worker_inbox.Inbox`. A source that offers its socket
+(``zmq_input``: see :func:`polled_source`) is read by the node thread too. Other sources, which
+may block (a paced replay, a file read), run ``packets()`` in their own threads and hand packets
+over through that bounded inbox; control requests (:meth:`Worker.call`) arrive the same way and
+run between packets. Nothing waits on a timer: data and requests wake the poller at once.
+(Why: a hand-over between two Python threads costs a lock, a wake-up and a switch of the GIL
+per packet, which at 1k events per packet was most of a worker's CPU time.)
 
 Drain (``request_stop``, SIGTERM/SIGINT, or every source at its end): sources stop; incoming
 edges are read until their upstream's end-of-stream marker (or ``drain_timeout_s``); then every
@@ -21,31 +29,47 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
+import zmq
 from spikeflow.nodes.base import Node, PortMeta
 from spikeflow.service.errors import SpikeflowError
-from spikeflow.service.graph import (DEFAULT_WORKER, GraphSpec, InputSpec, load_graph, metas_from_json,
-                                     resolve_metas)
+from spikeflow.service.graph import (
+    DEFAULT_WORKER,
+    GraphSpec,
+    InputSpec,
+    load_graph,
+    metas_from_json,
+    resolve_metas,
+)
 from spikeflow.service.metrics import NodeMetrics
 from spikeflow.service.packet import Packet, now_ns
+from spikeflow.service.worker_inbox import Inbox
 
 log = logging.getLogger("spikeflow.runtime")
 
 INBOX_PACKETS = 16
-"""Packets waiting between the producer threads and the node thread (bounded memory)."""
+"""Packets waiting between the source threads and the node thread (bounded memory)."""
 
 POLL_S = 0.05
-"""Longest wait of any loop before it re-checks its stop flag."""
+"""Longest wait of a blocked source thread before it re-checks its stop flag."""
+
+IDLE_MS = 100
+"""Longest poll of an idle node thread: idle edge receivers repeat their credit then (a
+restarted sender learns about them that way) and the drain deadline is checked."""
+
+TAKE_BATCH = 32
+"""Most packets the node thread takes from one input before it looks at the others (fairness)."""
+
+_time_ns = time.time_ns   # now_ns's clock, without the call through packet.now_ns
 
 
 # -- end of stream on edges -------------------------------------------------------------------
@@ -87,6 +111,18 @@ class _Stop(Exception):
     pass
 
 
+class _Edge:
+    """An incoming cross-worker edge as the node thread reads it."""
+
+    __slots__ = ("consumer", "key", "port", "recv", "rx", "socket", "upstream")
+
+    def __init__(self, key: str, consumer: str, port: str, upstream: str, rx):
+        self.key, self.consumer, self.port, self.upstream, self.rx = key, consumer, port, upstream, rx
+        self.socket = rx.socket
+        # a packet or None, never waiting (recv(0) where the receiver has no recv_nowait)
+        self.recv = getattr(rx, "recv_nowait", None) or (lambda: rx.recv(0))
+
+
 class Worker:
     """Builds and runs the nodes of one worker group.
 
@@ -109,7 +145,8 @@ class Worker:
         self.state_name = "starting"
         self.started = time.time()
         self._context = context
-        self._inbox: queue.Queue = queue.Queue(maxsize=inbox_packets)
+        self._inbox = Inbox(inbox_packets, POLL_S)
+        self._consuming = True   # False once run() stops reading its inbox: blocked sources give up
         self._stop = threading.Event()
         self._gate = threading.Event()  # sources wait on it: a pipeline starts when all its workers are up
         if not gated:
@@ -118,6 +155,7 @@ class Worker:
         self.failures: list[str] = []
         self.metas, self.nodes = resolve_metas(spec, metas, only=self.names)
         self.metrics = {n: NodeMetrics() for n in self.names}
+        self._sinks = frozenset(n for n in self.names if node_is_sink(self.nodes[n]))
         self._route_local: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._route_remote: dict[tuple[str, str], list[tuple[str, Any]]] = {}
         self._receivers: list[tuple[str, str, str, InputSpec]] = []   # (edge key, consumer, port, inp)
@@ -188,11 +226,15 @@ class Worker:
         return sorted(per_node)
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Queue ``job`` to run on the node thread between two packets (runs now if the worker ended)."""
+        """Queue ``job`` to run on the node thread between two packets (runs now if the worker ended).
+
+        Never waits for room: a control request does not queue behind data backpressure."""
         if self.state_name in ("done", "failed") or threading.current_thread() is self._node_thread:
             job()
-        else:
-            self._inbox.put(("call", job))
+            return
+        self._inbox.put_nowait(("call", job))
+        if self.state_name in ("done", "failed"):  # the node thread ended meanwhile: nobody else will
+            self._drain_calls()
 
     def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
         """Run ``fn`` on the node thread (thread-safe) and return its result."""
@@ -229,6 +271,7 @@ class Worker:
             t = threading.Timer(self.spec.options.drain_timeout_s, self._abort_senders)
             t.daemon = True
             t.start()
+            self._inbox.put_nowait(("stop",))  # wake the node thread: its poll now ends at the deadline
 
     def _abort_senders(self) -> None:
         for s in list(self._senders.values()):
@@ -239,77 +282,153 @@ class Worker:
         return self._stop.is_set()
 
     def run(self) -> int:
-        """Run until every producer has ended, then flush and close. Returns 0, or 1 on failures."""
+        """Run until every source and incoming edge has ended, then flush and close.
+        Returns 0, or 1 on failures."""
         self._node_thread = threading.current_thread()
-        producers = [threading.Thread(target=self._source_loop, args=(n,), name=f"src-{n}", daemon=True)
-                     for n in self.names if self.nodes[n].is_source]
-        producers += [threading.Thread(target=self._edge_loop, args=r, name=f"edge-{r[0]}", daemon=True)
-                      for r in self._receivers]
-        self.state_name = "running"
-        for t in producers:
-            t.start()
-        live = len(producers)
+        inbox = self._inbox
+        sources = [threading.Thread(target=self._source_loop, args=(n,), name=f"src-{n}", daemon=True)
+                   for n in self.names if self.nodes[n].is_source and not polled_source(self.nodes[n])]
+        gated = [n for n in self.names if self.nodes[n].is_source and polled_source(self.nodes[n])]
+        polled: dict[Any, str] = {}   # socket -> source read on this thread (registered once the gate opens)
+        poller = zmq.Poller()
+        wake_fd = inbox.fileno()
+        poller.register(wake_fd, zmq.POLLIN)
+        edges: dict[Any, _Edge] = {}
+        pumps = {}
         try:
-            while live:
-                try:
-                    item = self._inbox.get(timeout=self._idle_wait())
-                except queue.Empty:
-                    self._pump()
+            for key, consumer, port, inp in self._receivers:
+                e = self._open_edge(key, consumer, port, inp)
+                if e is not None:
+                    edges[e.socket] = e
+                    poller.register(e.socket, zmq.POLLIN)
+            for s in self._realtime:  # POLLIN here = credit returned: queued packets may go
+                pumps[s.socket] = s
+                poller.register(s.socket, zmq.POLLIN)
+            self.state_name = "running"
+            for t in sources:
+                t.start()
+            live = len(sources) + len(gated)
+            while live or edges:
+                # source packets and control calls (a bounded batch, then the sockets get their turn)
+                for _ in range(TAKE_BATCH):
+                    item = inbox.pop()
+                    if item is None:
+                        break
+                    kind = item[0]
+                    if kind == "pkt":
+                        self._from_source(item[1], item[2], item[3])
+                    elif kind == "call":
+                        item[1]()
+                    elif kind == "end":
+                        live -= 1
+                    # ("stop",) and ("gate",) only wake the loop
+                if gated and (self._gate.is_set() or self._stop.is_set()):
+                    for n in gated:
+                        if self._stop.is_set():
+                            live -= 1   # stopped before it started
+                        else:
+                            sock = self.nodes[n].pollable()
+                            polled[sock] = n
+                            poller.register(sock, zmq.POLLIN)
+                    gated = []
+                if polled and self._stop.is_set():   # a stopped source ends at once, as packets() does
+                    for sock in list(polled):
+                        poller.unregister(sock)
+                        del polled[sock]
+                        live -= 1
+                if edges and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                    for e in list(edges.values()):
+                        log.warning("edge %s: no end-of-stream from %s within the drain timeout", e.key, e.upstream)
+                        self._end_edge(e, edges, poller)
                     continue
-                kind = item[0]
-                if kind == "pkt":
-                    _, node, port, packet = item
-                    if node:  # from a source: count what it emitted
-                        sm = self.metrics[node]
-                        sm.counters["packets_out"] += 1
-                        sm.counters["events_out"] += packet.count
-                        sm.seen(now_ns())
-                    self._emit(node, port, packet)
-                elif kind == "call":
-                    item[1]()
-                elif kind == "end":
-                    live -= 1
+                if inbox.may_sleep():
+                    timeout = IDLE_MS
+                    if edges and self._stop_deadline is not None:  # (the deadline concerns edges)
+                        timeout = max(1, min(timeout, int((self._stop_deadline - time.monotonic()) * 1e3) + 1))
+                else:
+                    if not edges and not pumps and not polled:
+                        continue  # only the inbox to serve: no need to look at sockets
+                    timeout = 0
+                ready = poller.poll(timeout)
+                inbox.sleeping = False
+                if not ready:
+                    if timeout:  # idle: let each edge repeat its credit (and catch a late arrival)
+                        for e in list(edges.values()):
+                            self._take(e, edges, poller)
+                    continue
+                for sock, _ in ready:
+                    e = edges.get(sock)
+                    if e is not None:
+                        self._take(e, edges, poller)
+                    elif sock == wake_fd:
+                        inbox.awake()
+                    elif sock in polled:
+                        if self._take_source(polled[sock]):
+                            poller.unregister(sock)
+                            del polled[sock]
+                            live -= 1
+                    else:
+                        pumps[sock].pump(0)
             self.state_name = "draining"
             self._drain()
         finally:
+            self._consuming = False
+            inbox.release_producers()
+            for e in list(edges.values()):
+                self._end_edge(e, edges, poller)
             self._close()
-            for t in producers:
+            for n in self.names:
+                if self.nodes[n].is_source and not self.nodes[n].stopping:
+                    self.nodes[n].stop()  # (only on a failure: after a normal run every source ended)
+            for t in sources:
                 t.join(timeout=1.0)
-            self._drain_calls()
             self.state_name = "failed" if self.failures else "done"
+            self._drain_calls()
+            inbox.close()
         return 1 if self.failures else 0
-
-    def _idle_wait(self) -> float:
-        """Short waits while a realtime edge holds queued packets (they go out when credit returns)."""
-        return 0.002 if any(s.stats()["queued"] for s in self._realtime) else POLL_S
-
-    def _pump(self) -> None:
-        for s in self._realtime:
-            s.pump(0)
-
-    def _put(self, item) -> bool:
-        """Hand an item to the node thread, waiting while the inbox is full (backpressure)."""
-        while True:
-            try:
-                self._inbox.put(item, timeout=POLL_S)
-                return True
-            except queue.Full:
-                if self._stop.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                    return False
 
     def open_gate(self) -> None:
         """Let sources start (the daemon opens it once every worker is connected)."""
         self._gate.set()
+        self._inbox.put_nowait(("gate",))  # sources read on the node thread start now
+
+    def _from_source(self, name: str, port: str, packet: Packet) -> None:
+        sm = self.metrics[name]  # count what the source emitted
+        sm.counters["packets_out"] += 1
+        sm.counters["events_out"] += packet.count
+        sm.seen(_time_ns())
+        self._emit(name, port, packet)
+
+    def _take_source(self, name: str) -> bool:
+        """Emit what a polled source holds now (its socket is readable); True when it has ended."""
+        node = self.nodes[name]
+        try:
+            pkts, ended = node.take_nowait(TAKE_BATCH)
+        except Exception as e:  # noqa: BLE001 - a failing source ends its stream, recorded and logged
+            self.failures.append(f"{name}: {type(e).__name__}: {e}")
+            self.metrics[name].counters["errors"] += 1
+            log.error("source %s failed: %s", name, e)
+            return True
+        for port, packet in pkts:
+            self._from_source(name, port, packet)
+        return ended
+
+    def _give_up(self) -> bool:
+        """A source blocked on a full inbox stops waiting: past the drain deadline, or run() ended."""
+        if not self._consuming:
+            return True
+        return self._stop.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
     def _source_loop(self, name: str) -> None:
         node = self.nodes[name]
         while not self._gate.wait(POLL_S):
             if self._stop.is_set():
-                self._inbox.put(("end", name))
+                self._inbox.put_nowait(("end", name))
                 return
+        put, give_up = self._inbox.put, self._give_up
         try:
             for port, packet in node.packets():
-                if not self._put(("pkt", name, port, packet)):
+                if not put(("pkt", name, port, packet), give_up):
                     break
                 if self._stop.is_set() and not node.stopping:
                     node.stop()
@@ -318,43 +437,56 @@ class Worker:
             self.metrics[name].counters["errors"] += 1
             log.error("source %s failed: %s", name, e)
         finally:
-            self._inbox.put(("end", name))
+            self._inbox.put_nowait(("end", name))
 
-    def _edge_loop(self, key: str, consumer: str, port: str, inp: InputSpec) -> None:
+    # -- incoming edges (read on the node thread) ---------------------------------------------
+    def _open_edge(self, key: str, consumer: str, port: str, inp: InputSpec) -> _Edge | None:
         from spikeflow.service.edges import EdgeReceiver
 
-        rx = None
         try:
             rx = EdgeReceiver(self._endpoint(key), bind=False, context=self._context)
-            self._receiver_stats[key] = rx.stats
-            while True:
-                if self._stop.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                    log.warning("edge %s: no end-of-stream from %s within the drain timeout", key, inp.node)
-                    break
-                packet = rx.recv(int(POLL_S * 1000) * 2)
-                if packet is None:
-                    continue
-                if is_eos(packet):
-                    break
-                if not self._put(("pkt", "", key, packet)):
-                    break
         except Exception as e:  # noqa: BLE001
             self.failures.append(f"edge {key}: {type(e).__name__}: {e}")
             log.error("edge %s failed: %s", key, e)
-        finally:
-            if rx is not None:
-                stats = rx.stats()
-                self._receiver_stats[key] = lambda s=stats: s
-                rx.close() if hasattr(rx, "close") else None
-            self._inbox.put(("end", key))
+            return None
+        self._receiver_stats[key] = rx.stats
+        return _Edge(key, consumer, port, inp.node, rx)
+
+    def _take(self, e: _Edge, edges: dict, poller: zmq.Poller) -> None:
+        """Deliver what edge ``e`` holds, without waiting (at most ``TAKE_BATCH`` packets)."""
+        recv, deliver, consumer, port = e.recv, self._deliver, e.consumer, e.port
+        for _ in range(TAKE_BATCH):
+            try:
+                packet = recv()
+            except Exception as exc:  # noqa: BLE001 - a broken edge ends that input, recorded
+                self.failures.append(f"edge {e.key}: {type(exc).__name__}: {exc}")
+                log.error("edge %s failed: %s", e.key, exc)
+                self._end_edge(e, edges, poller)
+                return
+            if packet is None:
+                return
+            if is_eos(packet):
+                self._end_edge(e, edges, poller)
+                return
+            deliver(consumer, port, packet)
+
+    def _end_edge(self, e: _Edge, edges: dict, poller: zmq.Poller) -> None:
+        """Stop reading edge ``e``: its final stats stay readable, its socket is closed."""
+        edges.pop(e.socket, None)
+        try:
+            poller.unregister(e.socket)
+        except KeyError:
+            pass
+        try:
+            stats = e.rx.stats()
+            self._receiver_stats[e.key] = lambda s=stats: s
+            e.rx.close()
+        except Exception as exc:  # noqa: BLE001
+            log.error("closing edge %s failed: %s", e.key, exc)
 
     # -- the chain --------------------------------------------------------------------------
     def _emit(self, node: str, port: str, packet: Packet) -> None:
-        """``packet`` leaves ``node.port`` (``node == ""``: it arrived on the edge named ``port``)."""
-        if not node:
-            consumer, _, in_port = port.rpartition(".")
-            self._deliver(consumer, in_port, packet)
-            return
+        """``packet`` leaves ``node.port``: direct calls into local consumers, sends on edges."""
         for consumer, in_port in self._route_local.get((node, port), ()):
             self._deliver(consumer, in_port, packet)
         for key, sender in self._route_remote.get((node, port), ()):
@@ -367,28 +499,37 @@ class Worker:
                     log.error("edge %s: cannot send %s#%d: %s", key, packet.stream, packet.seq, e)
 
     def _deliver(self, name: str, port: str, packet: Packet) -> None:
+        """Run ``packet`` through node ``name`` and route what it emits.
+
+        Two reads of the wall clock per node serve all its metrics: processing time (after -
+        before), the age of what it emits or consumes (after - sent_ns) and its throughput span.
+        (The processing time shares the wall clock with latency: a clock step during one call,
+        rare, would show in that one sample, clamped at 0 if negative.)"""
         m = self.metrics[name]
         c = m.counters
         c["packets_in"] += 1
         c["events_in"] += packet.count
-        node = self.nodes[name]
-        t0 = time.perf_counter_ns()
+        t0 = _time_ns()
         try:
-            out = node.process(port, packet)
+            out = self.nodes[name].process(port, packet)
         except Exception as e:  # noqa: BLE001 - one bad packet must not take the graph down
             c["errors"] += 1
             if c["errors"] <= 3 or c["errors"] % 1000 == 0:
                 log.error("node %s failed on packet %s#%d (%d errors so far): %s: %s",
                           name, packet.stream, packet.seq, c["errors"], type(e).__name__, e)
             return
-        m.proc.record(time.perf_counter_ns() - t0)
-        self._route_outputs(name, m, out, packet)
-        m.seen(now_ns())
+        now = _time_ns()
+        m.proc.record(now - t0)
+        if not m.first_ns:   # (NodeMetrics.seen, inlined: this runs for every node and packet)
+            m.first_ns = now
+        m.last_ns = now
+        self._route_outputs(name, m, out, packet, now)
 
-    def _route_outputs(self, name: str, m: NodeMetrics, out, packet: Packet | None) -> None:
-        now = now_ns()
+    def _route_outputs(self, name: str, m: NodeMetrics, out, packet: Packet | None, now: int | None = None) -> None:
+        if now is None:
+            now = _time_ns()
         if not out:
-            if packet is not None and node_is_sink(self.nodes[name]) and packet.sent_ns:
+            if packet is not None and name in self._sinks and packet.sent_ns:
                 m.latency.record(now - packet.sent_ns)  # end-to-end: the age of data consumed here
             return
         for oport, pkts in out.items():
@@ -429,10 +570,10 @@ class Worker:
                 log.error("closing edge sender failed: %s", e)
 
     def _drain_calls(self) -> None:
+        """Run the control calls still queued (the worker has ended; any thread may call this)."""
         while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
+            item = self._inbox.pop()
+            if item is None:
                 return
             if item[0] == "call":
                 item[1]()
@@ -455,8 +596,20 @@ class Worker:
         for key, fn in list(self._receiver_stats.items()):
             edges[key] = {"side": "recv", **jsonable(_safe_stats(fn))}
         return {"worker": self.worker, "pid": os.getpid(), "state": self.state_name,
-                "uptime_s": time.time() - self.started, "inbox": self._inbox.qsize(), "nodes": nodes,
+                "uptime_s": time.time() - self.started, "inbox": len(self._inbox), "nodes": nodes,
                 "edges": edges, "failures": list(self.failures)}
+
+
+def polled_source(node: Node) -> bool:
+    """Whether the node thread reads ``node`` itself: a source offering ``pollable()`` (a ZeroMQ
+    socket or descriptor) and ``take_nowait(limit) -> (packets, ended)`` next to its
+    ``packets()``, like ``zmq_input``. Its packets then never cross threads. (A subclass that
+    overrides ``packets()`` alone keeps a thread: its override is what must run.)"""
+    if not (callable(getattr(node, "pollable", None)) and callable(getattr(node, "take_nowait", None))):
+        return False
+    mro = type(node).__mro__
+    owner = {a: next((k for k in mro if a in k.__dict__), None) for a in ("packets", "take_nowait", "pollable")}
+    return owner["packets"] is owner["take_nowait"] is owner["pollable"]
 
 
 def node_is_sink(node: Node) -> bool:

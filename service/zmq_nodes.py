@@ -121,6 +121,32 @@ class ZmqInput(Source):
             elif self.eos and self.params.stop_on_eos:
                 return
 
+    def pollable(self) -> zmq.Socket:
+        """The socket :meth:`packets` waits on. A runtime polling it with its other inputs calls
+        :meth:`take_nowait` on POLLIN instead of running :meth:`packets` in a thread of its own
+        (the worker does: no hand-over between threads, no contention for the GIL)."""
+        return self._open()
+
+    def take_nowait(self, limit: int = 32) -> tuple[list[tuple[str, Packet]], bool]:
+        """What :meth:`packets` would yield next, without waiting: at most ``limit`` packets
+        already queued, and whether the stream has ended (stopped, or end-of-stream received
+        with ``stop_on_eos``)."""
+        sock = self._open()
+        out: list[tuple[str, Packet]] = []
+        while len(out) < limit and not self.stopping:
+            try:
+                got = recv_packet(sock, zmq.NOBLOCK, self.rejects)
+            except zmq.Again:
+                break
+            if got is None:
+                continue
+            pkt = self._accept(got[1])
+            if pkt is not None:
+                out.append(("events_out", pkt))
+            elif self.eos and self.params.stop_on_eos:
+                return out, True
+        return out, self.stopping
+
     def _accept(self, pkt: Packet) -> Packet | None:
         """The outgoing packet for a received one, or None (heartbeat, or rejected and counted)."""
         if pkt.kind == "heartbeat":
@@ -278,11 +304,12 @@ class Publish(Node):
     def process(self, port: str, packet: Packet) -> dict[str, list[Packet]]:
         p = self.params
         sock = self._open()
-        self._last_seq[packet.stream] = packet.seq   # heartbeats reveal drops at a stream's tail
         if p.min_subscribers and self.subscriptions_seen < p.min_subscribers:
             self.wait_subscribers(p.min_subscribers, p.wait_subscribers_ms)
         if p.policy == "realtime" and p.max_age_ms and now_ns() - packet.sent_ns > p.max_age_ms * 1e6:
             self.dropped_late += 1
+            with self._lock:
+                self._last_seq[packet.stream] = packet.seq   # heartbeats reveal drops at a stream's tail
             return {}
         frames = encode(packet, topic=p.topic.encode() if p.topic else None)
         backoff_s = 0.0005
@@ -292,17 +319,23 @@ class Publish(Node):
                 try:
                     sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
                     self.sent += 1
+                    # set only once sent (or dropped): a heartbeat must never announce a seq
+                    # that is still waiting here, or a subscriber would count a false gap
+                    self._last_seq[packet.stream] = packet.seq
                     break
                 except zmq.Again:
                     if p.policy == "realtime":
                         self.dropped_slow += 1
+                        self._last_seq[packet.stream] = packet.seq
                         break
                 self._read_subscriptions()
             # lossless: a subscriber is full; XPUB cannot be polled for room, so back off
             if t_wait is None:
                 t_wait = self._waiting_since = time.perf_counter_ns()
             if self._stop.wait(backoff_s):
-                self.dropped_slow += 1
+                with self._lock:
+                    self.dropped_slow += 1
+                    self._last_seq[packet.stream] = packet.seq
                 break
             backoff_s = min(backoff_s * 2, 0.02)
         if t_wait is not None:

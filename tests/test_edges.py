@@ -158,8 +158,10 @@ def test_realtime_stalled_receiver_drops_counted_sender_never_blocks(shared, tmp
             t0 = time.perf_counter()
             assert tx.send(p) is True
             worst = max(worst, time.perf_counter() - t0)
-        assert worst < 0.05, f"a realtime send blocked for {worst * 1e3:.1f} ms"
         st = tx.stats()
+        # never waited for credit; the wall bound only catches a real block (a loaded box stalls ~0.1 s)
+        assert st["wait_ns"] == 0
+        assert worst < 1.0, f"a realtime send blocked for {worst * 1e3:.1f} ms"
         assert st["dropped_overflow"] == len(pkts) - tx.window - 8
         assert st["sent"] == tx.window and st["queued"] == 8
         # the receiver wakes up: it gets what was in flight, then the queue, and sees the gap
