@@ -62,9 +62,10 @@ class Reader:
         if chunk_events <= 0:
             raise ValueError(f"chunk_events must be > 0, got {chunk_events}")
         self.chunk_events = int(chunk_events)
-        if not self.path.exists():
-            raise RecordingError(self.path, "no such file")
-        self.info: RecordingInfo = self._open()
+        try:  # (no exists() check first: a stat per file shows in the cost of many small files)
+            self.info: RecordingInfo = self._open()
+        except FileNotFoundError:
+            raise RecordingError(self.path, "no such file") from None
 
     def _open(self) -> RecordingInfo:
         raise NotImplementedError
@@ -149,8 +150,20 @@ _loaded = False
 
 
 def register_format(fmt: Format) -> Format:
+    global _by_priority
     _FORMATS[fmt.name] = fmt
+    _by_priority = None
     return fmt
+
+
+_by_priority: list[Format] | None = None   # sniffing order, rebuilt when a format registers
+
+
+def _sniff_order() -> list[Format]:
+    global _by_priority
+    if _by_priority is None:
+        _by_priority = sorted(formats().values(), key=lambda f: -f.priority)
+    return _by_priority
 
 
 def formats() -> dict[str, Format]:
@@ -178,7 +191,7 @@ def detect_format(path: str | os.PathLike) -> str:
             head = f.read(4096)
     except OSError as e:
         raise RecordingError(p, f"cannot open: {e.strerror or e}") from None
-    for fmt in sorted(formats().values(), key=lambda f: -f.priority):
+    for fmt in _sniff_order():
         try:
             if fmt.sniff(head, p):
                 return fmt.name
