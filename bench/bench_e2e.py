@@ -196,7 +196,7 @@ gestures only). Playlist items are separated by 300 ms of sensor time, included 
   instead of 1 ms (`--set nodes.src.params.window_us=10000`): same events and decisions, ten
   times fewer packets across the worker boundary.
 - **drops**: flat out / paced; lossless edges, so 0 means every packet arrived. Worker restarts
-  over the flat-out runs (the supervisor kills a worker silent for 3 s) are shown beside them.
+  over the flat-out runs (the supervisor kills a worker silent for `liveness_s`: 3 s before this session, 10 s now) are shown beside them.
 
 {md}
 {compare}
