@@ -6,10 +6,10 @@ Formats written by other modules are skipped (with the reason) until they are re
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 from spikeflow.drivers.recording import detect_format, formats, open_recording
 from spikeflow.service.errors import RecordingError
 
@@ -94,3 +94,16 @@ def test_extension_alone_is_not_enough(tmp_path):
 def test_every_registered_format_has_a_sniffer_and_extension():
     for name, fmt in formats().items():
         assert callable(fmt.sniff) and fmt.extensions, name
+
+
+def test_directory_is_a_recording_error(tmp_path):
+    with pytest.raises(RecordingError, match=r"cannot open: Is a directory"):
+        detect_format(tmp_path)
+
+
+def test_sniffed_reader_gets_the_same_path(shared):
+    p = str(shared("recordings/mnist-dvs/mnist_0_scale04_0001.aedat"))
+    with open_recording(p) as rec:
+        assert rec.path == Path(p) and rec.info.path == p and rec.info.format == "aedat2"
+    with pytest.raises(RecordingError, match=r"nope\.npy: cannot open: No such file"):
+        open_recording(str(Path(p).with_name("nope.npy")))

@@ -4,17 +4,22 @@ dataset layouts, checked against tonic's own conversion code on real recordings.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import naive_formats as naive
 import numpy as np
 import numpy.lib.recfunctions as rfn
 import pytest
 import tonic
-
-import naive_formats as naive
 from fuzzing import fuzz_reader, mutate
 from spikeflow.drivers.formats import npy_kernels
 from spikeflow.drivers.formats.tonic_npy import READ_BLOCK, _fast_header
-from spikeflow.drivers.recording import detect_format, open_recording, open_writer, read_recording
+from spikeflow.drivers.recording import (
+    detect_format,
+    open_recording,
+    open_writer,
+    read_recording,
+)
 from spikeflow.service.errors import RecordingError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize
 
@@ -387,3 +392,42 @@ def test_fuzz_npy_read_all(gesture, tmp_path):
             with open_recording(mutant, sensor_size=(128, 128), columns="txyp", chunk_events=999) as rec:
                 np.testing.assert_array_equal(np.concatenate(list(rec) or [np.zeros(0, EVENT_DTYPE)]), ev)
         assert counts["ok"] > 0 and counts["error"] > 0, counts
+
+
+@pytest.mark.parametrize("spelling", ["{d}/c.npy", "{d}//c.npy", "{d}/./c.npy", "{d}/sub/../c.npy"])
+def test_path_spellings_give_the_same_info_path_as_pathlib(gesture, tmp_path, spelling):
+    """Readers keep the str path and build ``Path`` lazily: ``info.path``, ``rec.path`` and
+    error messages must still read exactly as ``str(Path(p))``."""
+    (tmp_path / "sub").mkdir()
+    np.save(tmp_path / "c.npy", gesture[:100])
+    p = spelling.format(d=tmp_path)
+    with open_recording(p, sensor_size=(128, 128)) as rec:
+        assert rec.info.path == str(Path(p)) and rec.path == Path(p)
+        np.testing.assert_array_equal(rec.read_all(), gesture[:100])
+    with pytest.raises(RecordingError) as e:
+        read_recording(p)  # no sensor size
+    assert e.value.path == str(Path(p)) and str(e.value).startswith(str(Path(p)) + ": sensor size unknown")
+
+
+def test_folder_preset_from_a_str_path(gesture, tmp_path):
+    folder = tmp_path / "ibmGestureTest" / "user02"
+    folder.mkdir(parents=True)
+    arr = np.stack([gesture["x"], gesture["y"], gesture["p"], gesture["t"] // 1000], axis=1)[:500]
+    np.save(folder / "0.npy", arr)
+    ev, info = read_recording(str(folder / "0.npy"))
+    assert info.extra["dataset"] == "dvsgesture" and info.sensor_size == SensorSize(128, 128, 2)
+    np.testing.assert_array_equal(ev["t"], arr[:, 3] * 1000)
+
+
+def test_file_shrinking_after_open_is_a_recording_error(gesture, tmp_path):
+    """read_all maps the file: one that lost bytes since ``_open`` falls back to the read path,
+    whose error names the first missing byte."""
+    path = tmp_path / "s.npy"
+    np.save(path, gesture[:50_000].astype(EXPELLIARMUS))
+    start = _numpy_header(path)[3]
+    with open_recording(path, sensor_size=(128, 128)) as rec:
+        assert rec._mode == "records"
+        with open(path, "r+b") as f:
+            f.truncate(start + 16 * 1000 + 5)
+        with pytest.raises(RecordingError, match=rf"s\.npy at byte {start + 16 * 1000 + 5}: file ends early"):
+            rec.read_all()

@@ -67,20 +67,20 @@ class Aedat2Reader(Reader):
 
     def _open(self) -> RecordingInfo:
         try:  # os-level calls: the io.open machinery is a visible share of a small file's decode
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self._path_str, os.O_RDONLY)
             try:
                 size_bytes = os.fstat(fd).st_size
                 self._data = os.read(fd, size_bytes + 1) if size_bytes <= WHOLE_FILE_BYTES else None
             finally:
                 os.close(fd)
         except OSError as e:
-            raise RecordingError(self.path, f"cannot read: {e.strerror or e}") from None
+            raise RecordingError(self._path_str, f"cannot read: {e.strerror or e}") from None
         if self._data is not None:
             if len(self._data) != size_bytes:
-                raise RecordingError(self.path, "file changed size while reading", min(len(self._data), size_bytes))
-            hdr = parse_header(self._data, self.path, "2.0")
+                raise RecordingError(self._path_str, "file changed size while reading", min(len(self._data), size_bytes))
+            hdr = parse_header(self._data, self._path_str, "2.0")
         else:
-            hdr = read_header(self.path, "2.0")
+            hdr = read_header(self._path_str, "2.0")
         chip = hdr.fields.get("AEChip", "")
         known = chip_size(chip) if chip else (128, 128, "dvs128")
         extra = {"version": "2.0", "chip": chip or None, "chip_assumed": not chip,
@@ -96,21 +96,21 @@ class Aedat2Reader(Reader):
         elif known is not None:
             size = SensorSize(known[0], known[1], 2)
         else:
-            raise RecordingError(self.path, f"unknown AEChip {chip!r}: pass sensor_size=(W, H) "
+            raise RecordingError(self._path_str, f"unknown AEChip {chip!r}: pass sensor_size=(W, H) "
                                             "and family='dvs128'|'davis'", 0)
         family = self._opt_family or (known[2] if known else "dvs128")
         if family not in ("dvs128", "davis"):  # e.g. a DVXplorer class: no AEDAT 2.0 layout known
-            raise RecordingError(self.path, f"no AEDAT 2.0 address layout for chip {chip!r}: pass family=", 0)
+            raise RecordingError(self._path_str, f"no AEDAT 2.0 address layout for chip {chip!r}: pass family=", 0)
         self._layout = _LAYOUTS[(family, self._layout_name)]
         self._data_start = hdr.data_start
         rest = (size_bytes - hdr.data_start) % 8
         if rest:
-            raise RecordingError(self.path, f"truncated: {size_bytes - hdr.data_start} data bytes is not a "
+            raise RecordingError(self._path_str, f"truncated: {size_bytes - hdr.data_start} data bytes is not a "
                                             "whole number of 8-byte records", size_bytes - rest)
         self._n_records = (size_bytes - hdr.data_start) // 8
         extra.update(family=family, layout=self._layout_name, records=self._n_records,
                      wraps=0, skipped_special=0, skipped_aps_imu=0)
-        return RecordingInfo(str(self.path), "aedat2", size, extra)
+        return RecordingInfo(self._path_str, "aedat2", size, extra)
 
     def _decode(self, buf, start: int, stop: int, done: int, clock: list, ev: np.ndarray) -> int:
         """Decode records ``buf[start:stop]`` (record ``done`` onwards) into ``ev``; ``clock`` =
@@ -136,7 +136,7 @@ class Aedat2Reader(Reader):
         if self._data is not None:
             f, buf = contextlib.nullcontext(), np.frombuffer(self._data, np.uint8)
         else:
-            f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
+            f = open(self._path_str, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
             buf = np.empty(8 * min(self.chunk_events, self._n_records), np.uint8)
             f.seek(self._data_start)
         with f:
@@ -145,7 +145,7 @@ class Aedat2Reader(Reader):
                 if self._data is None:
                     got = f.readinto(memoryview(buf)[:8 * n]) or 0
                     if got != 8 * n:
-                        raise RecordingError(self.path, "file shrank while reading", self._data_start + 8 * done + got)
+                        raise RecordingError(self._path_str, "file shrank while reading", self._data_start + 8 * done + got)
                     start = 0
                 else:
                     start = self._data_start + 8 * done
@@ -167,11 +167,11 @@ class Aedat2Reader(Reader):
     def _raise(self, err: int, record: int, prev: int) -> None:
         off = self._data_start + 8 * record
         if err == K.ERR_BACKWARDS:
-            raise RecordingError(self.path, f"timestamp goes backwards (record {record}; previous "
+            raise RecordingError(self._path_str, f"timestamp goes backwards (record {record}; previous "
                                             f"{prev} µs), expected non-decreasing "
                                             "time or a 32-bit wrap; strict_time=False keeps it", off)
         ss = self.info.sensor_size
-        raise RecordingError(self.path, f"event {record} outside the {ss.width}x{ss.height} sensor "
+        raise RecordingError(self._path_str, f"event {record} outside the {ss.width}x{ss.height} sensor "
                                         "(address does not fit the chip layout)", off)
 
 

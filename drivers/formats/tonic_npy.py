@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import mmap
 import os
 import re
 from pathlib import Path
@@ -73,13 +75,21 @@ def _fast_header(head: bytes):
     m = _HEADER_RE.match(head[start:start + hlen].decode("latin1"))
     if m is None:
         return None
-    d = m["descr"]
-    try:
-        dtype = npformat.descr_to_dtype(d[1:-1] if d[0] == "'" else _PAIR_RE.findall(d))
-    except (TypeError, ValueError):
+    dtype = _descr_dtype(m["descr"])
+    if dtype is None:
         return None
     shape = tuple(int(v) for v in m["shape"].split(",") if v.strip())
     return shape, m["fortran"] == "True", dtype, start + hlen
+
+
+@functools.lru_cache(maxsize=64)
+def _descr_dtype(d: str) -> np.dtype | None:
+    """The dtype of a header's ``descr`` text (None if numpy refuses it): numpy's
+    ``descr_to_dtype`` costs ~30 us for a structured descr; the files of a dataset share one."""
+    try:
+        return npformat.descr_to_dtype(d[1:-1] if d[0] == "'" else _PAIR_RE.findall(d))
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_header(path: Path, head: bytes | None = None):
@@ -110,14 +120,15 @@ def _dtype_str(dtype: np.dtype) -> str:
     return str(dtype)
 
 
-def _fused_mode(dtype: np.dtype, columns: str | None, fortran: bool, scale: int, sensor: SensorSize) -> str | None:
+@functools.lru_cache(maxsize=256)
+def _fused_mode(dtype: np.dtype, columns: str | None, fortran: bool, scale: int, small: bool) -> str | None:
     """Which one-pass decoder fits the file, if any: ``same`` (our own layout: read in place,
     validate), ``records`` (structured integer fields) or ``rows`` (C-order (N, 4) integers).
 
     Conditions: t in us; native-order integer or bool fields that cast to int64 (so no
-    uint64); x and y cast to int16 or the sensor is at most 32768 wide and high (inside the
-    sensor they then fit). Float fields, other units and column-major files take the
-    per-field path."""
+    uint64); x and y cast to int16 or the sensor is ``small`` (at most 32768 wide and high:
+    inside the sensor they then fit). Float fields, other units and column-major files take
+    the per-field path. Cached: the files of a dataset share one layout."""
     if scale != 1:
         return None
     if columns is None:
@@ -130,7 +141,6 @@ def _fused_mode(dtype: np.dtype, columns: str | None, fortran: bool, scale: int,
         return None
     else:
         fields = [dtype] * 4
-    small = sensor.width <= 32768 and sensor.height <= 32768
     for k, f in zip("txyp", fields):
         if f.kind not in "iub" or f.shape != () or not f.isnative or not np.can_cast(f, np.int64):
             return None
@@ -169,76 +179,123 @@ class NpyReader(Reader):
         super().__init__(path, chunk_events)
 
     def _open(self) -> RecordingInfo:
-        try:
-            with open(self.path, "rb", buffering=0) as f:
-                head, size = f.read(4096), os.fstat(f.fileno()).st_size
+        path = self._path_str  # (str, not Path: see Reader.path)
+        try:  # os-level calls: the io.open machinery is a visible share of a small file's read
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                size, head = os.fstat(fd).st_size, os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except OSError as e:
-            raise RecordingError(self.path, f"cannot open: {e.strerror or e}") from None
-        shape, fortran, dtype, offset = _read_header(self.path, head)
+            raise RecordingError(path, f"cannot open: {e.strerror or e}") from None
+        shape, fortran, dtype, offset = _read_header(path, head)
         if dtype.hasobject:
-            raise RecordingError(self.path, "object arrays are refused (they need pickle)", 6)
-        side = read_sidecar(self.path)
-        dataset = self._opt["dataset"] or side.get("dataset") or _FOLDER_PRESETS.get(self.path.parent.parent.name) \
-            or _FOLDER_PRESETS.get(self.path.parent.name)
+            raise RecordingError(path, "object arrays are refused (they need pickle)", 6)
+        side = read_sidecar(path)
+        dataset = self._opt["dataset"] or side.get("dataset") or None
+        if dataset is None and any(k in path for k in _FOLDER_PRESETS):  # (Path only when it may match)
+            dataset = _FOLDER_PRESETS.get(self.path.parent.parent.name) or _FOLDER_PRESETS.get(self.path.parent.name)
         if dataset is not None and dataset not in PRESETS:
-            raise RecordingError(self.path, f"unknown dataset {dataset!r}; known: {sorted(PRESETS)}")
+            raise RecordingError(self._path_str, f"unknown dataset {dataset!r}; known: {sorted(PRESETS)}")
         preset = PRESETS.get(dataset, (None, None, None))
         structured = dtype.names is not None
         if structured:
             missing = [k for k in "txyp" if k not in dtype.names]
             if missing or len(shape) != 1:
-                raise RecordingError(self.path, f"structured array needs 1-D fields t, x, y, p; has "
+                raise RecordingError(self._path_str, f"structured array needs 1-D fields t, x, y, p; has "
                                                 f"{list(dtype.names)} with shape {shape}", offset)
             columns = None
             n = shape[0]
         else:
             if len(shape) != 2 or shape[1] != 4 or dtype.kind not in "iufb":
-                raise RecordingError(self.path, f"expected a structured event array or a numeric (N, 4) array, "
+                raise RecordingError(self._path_str, f"expected a structured event array or a numeric (N, 4) array, "
                                                 f"got shape {shape} dtype {dtype}", offset)
             columns = self._opt["columns"] or side.get("columns") or preset[0]
             if columns is None:
-                raise RecordingError(self.path, "plain (N, 4) array: pass dataset= (" + ", ".join(PRESETS)
+                raise RecordingError(self._path_str, "plain (N, 4) array: pass dataset= (" + ", ".join(PRESETS)
                                      + ") or columns= (e.g. 'xypt') to say what the columns are", offset)
             if sorted(columns) != sorted("txyp"):
-                raise RecordingError(self.path, f"columns must be a permutation of 'txyp', got {columns!r}")
+                raise RecordingError(self._path_str, f"columns must be a permutation of 'txyp', got {columns!r}")
             n = shape[0]
         t_unit = self._opt["t_unit"] or side.get("t_unit") or (preset[1] if not structured else None) or "us"
         if t_unit not in T_SCALE:
-            raise RecordingError(self.path, f"t_unit must be one of {sorted(T_SCALE)}, got {t_unit!r}")
-        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            raise RecordingError(self._path_str, f"t_unit must be one of {sorted(T_SCALE)}, got {t_unit!r}")
+        need = offset + math.prod(shape) * dtype.itemsize
         if size != need:
-            raise RecordingError(self.path, f"data size mismatch: header describes {need - offset} bytes, "
+            raise RecordingError(self._path_str, f"data size mismatch: header describes {need - offset} bytes, "
                                             f"file holds {size - offset}", min(size, need))
         if self._opt["sensor_size"] is not None:
-            sensor, source = parse_sensor_size(self._opt["sensor_size"], self.path), "option"
+            sensor, source = parse_sensor_size(self._opt["sensor_size"], path), "option"
         elif "sensor_size" in side:
-            sensor, source = parse_sensor_size(side["sensor_size"], self.path, "sidecar sensor_size"), "sidecar"
+            sensor, source = parse_sensor_size(side["sensor_size"], path, "sidecar sensor_size"), "sidecar"
         elif preset[2] is not None:
             sensor, source = preset[2], f"dataset preset {dataset}"
         else:
-            raise RecordingError(self.path, "sensor size unknown: pass sensor_size=(W, H) or write a sidecar "
+            raise RecordingError(self._path_str, "sensor size unknown: pass sensor_size=(W, H) or write a sidecar "
                                             f"{self.path.name}.json with {{\"sensor_size\": [W, H, 2]}}")
         self._layout = (shape, fortran, dtype, offset, n, columns, T_SCALE[t_unit])
-        self._mode = _fused_mode(dtype, columns, fortran, T_SCALE[t_unit], sensor)
-        return RecordingInfo(str(self.path), "tonic_npy", sensor,
+        self._mode = _fused_mode(dtype, columns, fortran, T_SCALE[t_unit],
+                                 sensor.width <= 32768 and sensor.height <= 32768)
+        return RecordingInfo(path, "tonic_npy", sensor,
                              {"dataset": dataset, "columns": columns or "".join(dtype.names),
                               "t_unit": t_unit, "sensor_size_source": source, "dtype": _dtype_str(dtype)})
 
     def read_all(self) -> np.ndarray:
         """The whole file goes to memory anyway: decode it into one pre-sized array (no
-        concatenation copy), through a small reused read buffer where a one-pass kernel fits."""
+        concatenation copy) with one kernel pass over the memory-mapped records, or through a
+        small reused read buffer (our own layout; or when mapping fails or the data is bad)."""
         n = self._layout[4]
         if self._mode is None or n == 0:
             self.chunk_events = max(1, n)
             return super().read_all()
+        if self._mode != "same":
+            out = self._read_mapped(n)
+            if out is not None:
+                return out
         out = np.empty(n, EVENT_DTYPE)
         buf = self._buffer(min(n, READ_BLOCK))
         last_t = None
-        with open(self.path, "rb", buffering=0) as f:
+        with open(self._path_str, "rb", buffering=0) as f:
             f.seek(self._layout[3])
             for i0 in range(0, n, READ_BLOCK):
                 last_t = self._decode_fused(f, out[i0:i0 + READ_BLOCK], i0, buf, last_t)
         return out
+
+    def _read_mapped(self, n: int) -> np.ndarray | None:
+        """Every event, converted straight from the page cache (mmap): the read path's copy of
+        the file into a buffer costs as much as the conversion. None when the file cannot be
+        mapped, holds fewer bytes than ``_open`` saw, or an event is invalid: the read path
+        then decodes it and words the error. (A file truncated by another process while it is
+        mapped raises SIGBUS, as with ``np.memmap``/``np.load(mmap_mode=...)``.)"""
+        _, _, dtype, offset, _, columns, _ = self._layout
+        try:
+            fd = os.open(self._path_str, os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            return None
+        try:
+            count = n * (4 if columns else 1)
+            if len(mm) < offset + count * dtype.itemsize:
+                return None
+            out = np.empty(n, EVENT_DTYPE)
+            ss = self.info.sensor_size
+            if columns is None:
+                code = K.records_to_events_(np.frombuffer(mm, dtype, count, offset), out, 0, ss.width, ss.height,
+                                            _INT64_MIN, self._check_order)[1]
+            else:
+                c = columns.index
+                code = K.rows_to_events_(np.frombuffer(mm, dtype, count, offset).reshape(n, 4), c("t"), c("x"),
+                                         c("y"), c("p"), out, 0, ss.width, ss.height, _INT64_MIN,
+                                         self._check_order)[1]
+            return out if code == K.OK else None
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # a view outlived the call (only if the kernel raised): GC unmaps it
+                pass
 
     def _buffer(self, m: int) -> np.ndarray | None:
         """The raw read buffer of ``m`` records (none for our own layout: read in place)."""
@@ -256,11 +313,11 @@ class NpyReader(Reader):
         lo = _INT64_MIN if last_t is None else last_t
         row_bytes = dtype.itemsize * (4 if self._mode == "rows" else 1)
         if self._mode == "same":
-            _readinto(self.path, f, ev.view(np.uint8), offset + i0 * row_bytes)
+            _readinto(self._path_str, f, ev.view(np.uint8), offset + i0 * row_bytes)
             i, code = K.first_invalid_event(ev, sensor.width, sensor.height, lo, self._check_order)
         else:
             raw = buf[:m]
-            _readinto(self.path, f, raw.reshape(-1).view(np.uint8), offset + i0 * row_bytes)
+            _readinto(self._path_str, f, raw.reshape(-1).view(np.uint8), offset + i0 * row_bytes)
             if self._mode == "records":
                 i, code = K.records_to_events_(raw, ev, 0, sensor.width, sensor.height, lo, self._check_order)
             else:
@@ -273,8 +330,8 @@ class NpyReader(Reader):
             if self._mode != "same":
                 c = columns.index if columns else None
                 ev = self._convert({k: (raw[k] if c is None else raw[:, c(k)]) for k in "txyp"}, scale, at)
-            check_chunk(self.path, ev, sensor, last_t, at, self._check_order)
-            raise RecordingError(self.path, f"invalid event (code {code})", at(i))  # kernel and check disagree
+            check_chunk(self._path_str, ev, sensor, last_t, at, self._check_order)
+            raise RecordingError(self._path_str, f"invalid event (code {code})", at(i))  # kernel and check disagree
         return int(ev["t"][m - 1])
 
     def _chunks(self) -> Iterator[np.ndarray]:
@@ -287,7 +344,7 @@ class NpyReader(Reader):
             return
         if self._mode is not None:
             buf = self._buffer(min(n, self.chunk_events))
-            with open(self.path, "rb", buffering=0) as f:
+            with open(self._path_str, "rb", buffering=0) as f:
                 f.seek(offset)
                 for i0 in range(0, n, self.chunk_events):
                     ev = np.empty(min(self.chunk_events, n - i0), EVENT_DTYPE)
@@ -296,7 +353,7 @@ class NpyReader(Reader):
             return
         row_bytes = dtype.itemsize * (1 if columns is None else 4)
         rows_dtype = dtype if columns is None else np.dtype((dtype, (4,)))
-        with open(self.path, "rb") as f:
+        with open(self._path_str, "rb") as f:
             f.seek(offset)
             for i0 in range(0, n, self.chunk_events):
                 part = np.fromfile(f, rows_dtype, min(self.chunk_events, n - i0))
@@ -306,13 +363,13 @@ class NpyReader(Reader):
                 else:
                     cols = {k: (part[k] if columns is None else part[:, columns.index(k)]) for k in "txyp"}
                     ev = self._convert(cols, scale, lambda i, b=base: b + i * row_bytes)
-                last_t = check_chunk(self.path, ev, self.info.sensor_size, last_t,
+                last_t = check_chunk(self._path_str, ev, self.info.sensor_size, last_t,
                                      lambda i, b=base: b + i * row_bytes, self._check_order)
                 yield ev
 
     def _chunks_fortran(self) -> Iterator[np.ndarray]:
         shape, _, dtype, offset, n, columns, scale = self._layout
-        mm = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F")
+        mm = np.memmap(self._path_str, dtype=dtype, mode="r", offset=offset, shape=shape, order="F")
         last_t = None
         try:
             for i0 in range(0, n, self.chunk_events):
@@ -321,7 +378,7 @@ class NpyReader(Reader):
                 t_col = columns.index("t")  # report the offset of the event's timestamp
                 at = lambda i, b=i0: offset + (t_col * n + b + i) * dtype.itemsize  # noqa: E731
                 ev = self._convert(cols, scale, at)
-                last_t = check_chunk(self.path, ev, self.info.sensor_size, last_t, at, self._check_order)
+                last_t = check_chunk(self._path_str, ev, self.info.sensor_size, last_t, at, self._check_order)
                 yield ev
         finally:
             del mm
@@ -350,7 +407,7 @@ class NpyReader(Reader):
                 what = "an out-of-range"
             if np.any(bad):
                 i = int(np.flatnonzero(bad)[0])
-                raise RecordingError(self.path, f"field {k} holds {what} value {v[i]!r}", offset_of(i))
+                raise RecordingError(self._path_str, f"field {k} holds {what} value {v[i]!r}", offset_of(i))
             if v.dtype.kind == "f":
                 ev[k] = np.rint(v)
             else:
