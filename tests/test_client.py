@@ -18,6 +18,7 @@ from spikeflow.service.events import SensorSize, make_events
 from spikeflow.service.packet import Packet, now_ns
 from spikeflow.service.protocol import encode
 from spikeflow.service.zmq_nodes import Publish, PublishParams, ZmqInput, ZmqInputParams
+from waiting import wait_until
 
 DVS128 = SensorSize(128, 128, 2)
 
@@ -41,17 +42,6 @@ def publish_node(**kw) -> Publish:
     node = Publish("pub", PublishParams(endpoint="tcp://127.0.0.1:*", **kw))
     node.setup({})
     return node
-
-
-def wait_until(cond, timeout_s=5.0, step=None):
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        if step:
-            step()
-        else:
-            time.sleep(0.005)
 
 
 # -- Subscriber <- publish ----------------------------------------------------------------------

@@ -14,16 +14,7 @@ from spikeflow.service.control import read_snapshot, save_snapshot
 from spikeflow.service.graph import check_graph, load_graph
 from spikeflow.service.metrics import Histogram, NodeMetrics, merge_node_dicts, summarize
 from spikeflow.service.runtime import Worker, edge_endpoints, run_inline
-
-
-def wait_until(pred, timeout_s=30.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise TimeoutError(f"{what} not reached within {timeout_s}s")
+from waiting import wait_until
 
 
 @pytest.fixture

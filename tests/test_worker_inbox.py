@@ -8,15 +8,7 @@ import time
 import pytest
 import zmq
 from spikeflow.service.worker_inbox import Inbox
-
-
-def wait_until(pred, timeout_s=10.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.005)
-    raise TimeoutError(f"{what} not reached within {timeout_s}s")
+from waiting import wait_until
 
 
 def readable(inbox: Inbox, timeout_ms: int = 0) -> bool:

@@ -17,6 +17,7 @@ from spikeflow.nodes.base import Node, param
 from spikeflow.service import registry, runtime
 from spikeflow.service.graph import check_graph, load_graph
 from spikeflow.service.runtime import INBOX_PACKETS, Worker, edge_endpoints
+from waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,6 @@ class Collect(Node):
 
 if Collect.type_name not in registry.all_types():
     registry.register(Collect)
-
-
-def wait_until(pred, timeout_s=30.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.005)
-    raise TimeoutError(f"{what} not reached within {timeout_s}s")
 
 
 @pytest.fixture
