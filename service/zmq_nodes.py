@@ -112,13 +112,9 @@ class ZmqInput(Source):
         while not self.stopping:
             if not sock.poll(self.params.poll_ms, zmq.POLLIN):
                 continue
-            got = recv_packet(sock, zmq.NOBLOCK, self.rejects)
-            if got is None:
-                continue
-            pkt = self._accept(got[1])
-            if pkt is not None:
-                yield "events_out", pkt
-            elif self.eos and self.params.stop_on_eos:
+            pkts, ended = self.take_nowait()
+            yield from pkts
+            if ended:
                 return
 
     def pollable(self) -> zmq.Socket:

@@ -307,3 +307,28 @@ def test_lossless_publish_waits_for_a_stalled_subscriber(shared):
             assert seqs == list(range(20)) and pub.stats()["dropped"] == 0 and pub.stats()["wait_ns"] > 0
     finally:
         pub.close()
+
+
+def test_zmq_input_packets_iterator_yields_every_push_and_ends_at_eos():
+    """A runtime that does not poll sockets itself iterates ``packets()`` (in a thread): every
+    pushed packet comes out in order, and end-of-stream ends the iteration with stop_on_eos."""
+    node = ZmqInput("inp", ZmqInputParams(endpoint="tcp://127.0.0.1:0", sensor_size=[34, 34, 2], stop_on_eos=True))
+    node.setup({})
+    ev = make_events(np.arange(100), np.zeros(100), np.zeros(100), np.ones(100))
+
+    def push():
+        with Pusher(node.endpoint, stream="cam") as p:
+            for i in range(5):
+                p.push(ev[i * 20:(i + 1) * 20], sensor_size=(34, 34, 2))
+            p.end()
+
+    th = threading.Thread(target=push)
+    th.start()
+    try:
+        got = [pkt for _, pkt in node.packets()]
+    finally:
+        th.join(5)
+        node.close()
+    assert [p.count for p in got] == [20] * 5
+    assert np.array_equal(np.concatenate([p.events for p in got]), ev)
+    assert node.eos and node.received == 5
