@@ -82,8 +82,12 @@ def naive_xxh32(data: bytes, seed: int = 0) -> int:
     return h ^ (h >> 16)
 
 
-def naive_lz4_block(block: bytes) -> bytes:
-    """Decode one LZ4 block one byte at a time, as the block format specification describes it."""
+def naive_lz4_block(block: bytes, strict: bool = False) -> bytes:
+    """Decode one LZ4 block one byte at a time, as the block format specification describes it.
+
+    ``strict``: raise ValueError where the specification says the block is invalid (a length,
+    literal run or offset cut short by the end of the block, an offset of 0 or reaching before
+    the start of the output), instead of failing however Python happens to fail."""
     out, i = bytearray(), 0
     while i < len(block):
         token = block[i]
@@ -91,23 +95,33 @@ def naive_lz4_block(block: bytes) -> bytes:
         lit = token >> 4
         if lit == 15:
             while True:
+                if strict and i >= len(block):
+                    raise ValueError("literal length cut short")
                 lit += block[i]
                 i += 1
                 if block[i - 1] != 255:
                     break
+        if strict and i + lit > len(block):
+            raise ValueError("literals cut short")
         out += block[i:i + lit]
         i += lit
         if i >= len(block):
             break
+        if strict and i + 2 > len(block):
+            raise ValueError("offset cut short")
         off = block[i] | (block[i + 1] << 8)
         i += 2
         ml = token & 15
         if ml == 15:
             while True:
+                if strict and i >= len(block):
+                    raise ValueError("match length cut short")
                 ml += block[i]
                 i += 1
                 if block[i - 1] != 255:
                     break
+        if strict and (off == 0 or off > len(out)):
+            raise ValueError(f"offset {off} with {len(out)} bytes out")
         for _ in range(ml + 4):
             out.append(out[-off])
     return bytes(out)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from fuzzing import fuzz_reader
+from fuzzing import fuzz_reader, mutate
 from naive_aedat import naive_aedat4_events, naive_lz4_block, naive_xxh32
 from spikeflow.drivers.formats import aedat4 as A4
 from spikeflow.drivers.formats import aedat_kernels as K
@@ -295,6 +295,44 @@ def test_lz4_block_kernel_matches_naive(seed):
         assert K.lz4_block_decode(src, 0, len(block) - 1, dst, 0, len(data), 0) in (-1, len(data) - 1)
 
 
+def test_lz4_block_kernel_on_mutated_blocks():
+    """Corrupt blocks: the kernel's fast path (short sequences far from both ends) and its checked
+    path must agree with the specification's decoder, which is the oracle: where that one finds
+    the block invalid the kernel returns -1, where the output would pass the bound -2, and
+    otherwise the same bytes."""
+    rng = np.random.default_rng(7)
+    events = np.zeros(600, np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1"), ("_", "V3")]))
+    events["t"] = np.cumsum(rng.integers(0, 40, len(events)))
+    events["x"], events["y"], events["p"] = rng.integers(0, 346, 600), rng.integers(0, 260, 600), rng.integers(0, 2, 600)
+    block = lz4.block.compress(events.tobytes(), store_size=False)   # DV-like: short sequences
+    outcomes = {"ok": 0, -1: 0, -2: 0}
+    for k in range(1500):
+        bad = bytearray(block)
+        for _ in range(int(rng.integers(1, 4))):
+            bad[int(rng.integers(0, len(bad)))] = int(rng.integers(0, 256))
+        cut = len(bad) if k % 5 else int(rng.integers(1, len(bad)))
+        bad = bytes(bad[:cut])
+        cap = len(events.tobytes()) + int(rng.integers(-64, 64))
+        src = np.zeros(len(bad) + K.LZ4_SLACK, np.uint8)
+        src[:len(bad)] = np.frombuffer(bad, np.uint8)
+        dst = np.zeros(max(cap, 0) + K.LZ4_SLACK, np.uint8)
+        n = K.lz4_block_decode(src, 0, len(bad), dst, 0, cap, 0)
+        try:
+            want = naive_lz4_block(bad, strict=True)
+        except ValueError:
+            want = None
+        if n >= 0:
+            assert want is not None and dst[:n].tobytes() == want, k
+            outcomes["ok"] += 1
+        elif n == -2:
+            assert want is None or len(want) > cap, k
+            outcomes[-2] += 1
+        else:
+            assert n == -1 and want is None, k
+            outcomes[-1] += 1
+    assert min(outcomes.values()) > 20, outcomes  # every outcome exercised
+
+
 @pytest.mark.parametrize("n", [0, 1, 3, 4, 15, 16, 17, 31, 64, 1000])
 def test_xxh32_matches_naive(n):
     data = np.random.default_rng(n).integers(0, 256, n + 5, dtype=np.uint8)
@@ -355,6 +393,46 @@ def test_fuzz_aedat4(shared, tmp_path, rel, n_packets):
     assert len(read_recording(small)[0]) > 0
     counts = fuzz_reader(small, tmp_path, format=None, n_mutants=1000, head_bytes=None)
     assert counts["ok"] + counts["error"] == 1000 and counts["ok"] > 20 and counts["error"] > 100
+
+
+def _outcome(fn):
+    try:
+        return fn().tobytes()
+    except RecordingError as e:
+        return (str(e), e.offset)
+
+
+def test_mapped_read_all_equals_streaming(shared, tmp_path):
+    """``read_all`` walks a memory map of the whole file; iterating reads 1 MiB blocks. Both must
+    give the same events, and on corrupt files the same error at the same byte: checked on the
+    real files with output chunks small enough to fill many times, and on 300 mutants."""
+    for rel in sorted(REAL):
+        path = shared(rel)
+        for chunk in (1_000, 1 << 20):
+            with A4.Aedat4Reader(path, chunk_events=chunk) as rec:
+                mapped = rec.read_all()
+            with A4.Aedat4Reader(path, chunk_events=chunk) as rec:
+                streamed = np.concatenate(list(rec))
+            assert mapped.tobytes() == streamed.tobytes()
+    data = shared("recordings/tonic-testdata/sample.aedat4").read_bytes()
+    _, pkts = packets(data)
+    head = data[:pkts[6][0]]
+    rng = np.random.default_rng(3)
+    target = tmp_path / "m.aedat4"
+    errors = 0
+    for _ in range(300):
+        target.write_bytes(mutate(head, rng))
+        try:
+            rec = A4.Aedat4Reader(target, chunk_events=5_000)
+        except RecordingError:
+            continue
+        with rec:
+            mapped = _outcome(rec.read_all)
+        with A4.Aedat4Reader(target, chunk_events=5_000) as rec:
+            streamed = _outcome(lambda: np.concatenate(list(rec) or [np.zeros(0, EVENT_DTYPE)]))
+        assert mapped == streamed
+        errors += isinstance(mapped, tuple)
+    assert errors > 30
 
 
 def test_memory_is_bounded_by_chunk_and_block(tmp_path, shared):

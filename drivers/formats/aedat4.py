@@ -26,6 +26,8 @@ Stream choice: the event stream with the lowest id (as tonic/aedat do), or ``str
 from __future__ import annotations
 
 import io
+import mmap
+import os
 import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -187,42 +189,56 @@ class Aedat4Reader(Reader):
         super().__init__(path, chunk_events)
 
     def _open(self) -> RecordingInfo:
-        file_size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
-            head = f.read(18)
+        path = self._path_str  # os-level calls on the string path: pathlib and io.open's buffered
+        try:                   # files are a visible share of opening a small recording
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise RecordingError(path, f"cannot open: {e.strerror or e}") from None
+        try:
+            file_size = os.fstat(fd).st_size
+            head = os.read(fd, 18)
             if head[:14] != MAGIC:
-                raise RecordingError(self.path, f"expected AEDAT 4 magic {MAGIC!r}", 0)
+                raise RecordingError(path, f"expected AEDAT 4 magic {MAGIC!r}", 0)
             if len(head) < 18:
-                raise RecordingError(self.path, "truncated: expected a u32 IOHeader size", 14)
+                raise RecordingError(path, "truncated: expected a u32 IOHeader size", 14)
             (hsize,) = struct.unpack_from("<I", head, 14)
             if hsize > MAX_HEADER_BYTES or 18 + hsize > file_size:
-                raise RecordingError(self.path, f"IOHeader size {hsize} exceeds the file ({file_size} bytes)", 14)
-            hbuf = f.read(hsize)
-        fb = _Flat(hbuf, self.path, 18, "IOHeader")
+                raise RecordingError(path, f"IOHeader size {hsize} exceeds the file ({file_size} bytes)", 14)
+            hbuf = os.read(fd, hsize)
+            while len(hbuf) < hsize:  # (a regular file returns it all at once; a pipe may not)
+                more = os.read(fd, hsize - len(hbuf))
+                if not more:
+                    raise RecordingError(path, f"truncated IOHeader: {len(hbuf)} of {hsize} bytes", 18 + len(hbuf))
+                hbuf += more
+        finally:
+            os.close(fd)
+        fb = _Flat(hbuf, path, 18, "IOHeader")
         table, ident = fb.root(size_prefixed=False)
         if ident != b"IOHE":
-            raise RecordingError(self.path, f"expected IOHeader identifier b'IOHE', got {ident!r}", 22)
+            raise RecordingError(path, f"expected IOHeader identifier b'IOHE', got {ident!r}", 22)
         pc, pd, px = fb.field(table, 0), fb.field(table, 1), fb.field(table, 2)
         compression = fb.u("i", pc) if pc is not None else 0
         table_pos = fb.u("q", pd) if pd is not None else -1
         xml_text = fb.string(px) if px is not None else ""
         if compression not in COMPRESSIONS:
-            raise RecordingError(self.path, f"unknown compression type {compression} (expected 0..4)", 18)
+            raise RecordingError(path, f"unknown compression type {compression} (expected 0..4)", 18)
         self._data_start = 18 + hsize
         if table_pos >= 0 and table_pos < self._data_start:
-            raise RecordingError(self.path, f"dataTablePosition {table_pos} lies inside the header", 18)
+            raise RecordingError(path, f"dataTablePosition {table_pos} lies inside the header", 18)
         self._data_end = file_size if table_pos < 0 else min(table_pos, file_size)
         self._compression = compression
-        self._streams = parse_streams(xml_text, self.path, 18)
+        self._streams = parse_streams(xml_text, path, 18)
         sel = self._select()
         size = self._opt_size if self._opt_size is not None else sel.size
         if size is None:
-            raise RecordingError(self.path, f"event stream {sel.id} has no sizeX/sizeY: pass sensor_size=", 18)
+            raise RecordingError(path, f"event stream {sel.id} has no sizeX/sizeY: pass sensor_size=", 18)
         extra = {"version": "4.0", "compression": COMPRESSIONS[compression], "stream": sel.id,
                  "stream_name": sel.name, "camera": sel.source, "ts_offset_us": sel.ts_offset_us,
                  "streams": {s.id: s.type for s in self._streams.values()}, "data_table_position": table_pos}
         self._stream = sel
-        return RecordingInfo(str(self.path), "aedat4", SensorSize(*[int(v) for v in size]), extra)
+        return RecordingInfo(path, "aedat4", SensorSize(*[int(v) for v in size]), extra)
 
     def _select(self) -> StreamInfo:
         evs = sorted((s for s in self._streams.values() if s.type == "EVTS"), key=lambda s: s.id)
@@ -245,20 +261,13 @@ class Aedat4Reader(Reader):
         chunk; it comes back here only to refill the block, hand out a full chunk, grow the
         scratch buffer or have a ZSTD packet decompressed.
         """
-        ss = self.info.sensor_size
-        ids = np.array(sorted(self._streams), np.int64)
-        skipped = np.zeros(len(ids), np.int64)
-        state = np.zeros(K.P4_STATE_LEN, np.int64)
-        state[K.P4_LAST_T] = INT64_MIN
-        scratch = np.empty(SCRATCH_BYTES + K.LZ4_SLACK, np.uint8)
+        ids, skipped, state, scratch, args = self._walk_setup()
         buf = np.empty(READ_BYTES + K.LZ4_SLACK, np.uint8)
         out = np.empty(self.chunk_events, EVENT_DTYPE)
         out_bytes = out.view(np.uint8)
         base, pos, end, k = self._data_start, 0, 0, 0
-        args = (self._stream.id, ids, skipped, self._compression, MAX_PACKET_BYTES, ss.width, ss.height,
-                self.strict_time)
         try:
-            with open(self.path, "rb", buffering=0) as f:
+            with open(self._path_str, "rb", buffering=0) as f:
                 f.seek(base)
                 while True:
                     pos, k, st = K.aedat4_walk(buf, pos, end, self._data_end - base, base, *args, scratch, state, out_bytes, k)
@@ -288,6 +297,72 @@ class Aedat4Reader(Reader):
         finally:
             self._publish(ids, skipped, state)
         yield out[:k]
+
+    def _walk_setup(self):
+        """What one walk over the data needs: stream ids, skip counters, state, scratch, and the
+        walker's fixed arguments."""
+        ss = self.info.sensor_size
+        ids = np.array(sorted(self._streams), np.int64)
+        skipped = np.zeros(len(ids), np.int64)
+        state = np.zeros(K.P4_STATE_LEN, np.int64)
+        state[K.P4_LAST_T] = INT64_MIN
+        scratch = np.empty(SCRATCH_BYTES + K.LZ4_SLACK, np.uint8)
+        args = (self._stream.id, ids, skipped, self._compression, MAX_PACKET_BYTES, ss.width, ss.height,
+                self.strict_time)
+        return ids, skipped, state, scratch, args
+
+    def read_all(self) -> np.ndarray:
+        """The whole file goes to memory anyway: walk a memory map of it in one kernel call (no
+        block reads, no copy of the compressed bytes; ~8 % faster on DV recordings). ZSTD files,
+        files that cannot be mapped or that shrank since opening take the streaming path. (A file
+        truncated by another process while it is mapped raises SIGBUS, as with ``np.memmap``.)"""
+        if self._compression > 2:
+            return super().read_all()
+        try:
+            fd = os.open(self._path_str, os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            return super().read_all()
+        try:
+            if len(mm) < self._data_end:
+                return super().read_all()
+            return self._walk_mapped(np.frombuffer(mm, np.uint8))
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # a view outlived the call (only if the kernel raised): GC unmaps it
+                pass
+
+    def _walk_mapped(self, buf: np.ndarray) -> np.ndarray:
+        ids, skipped, state, scratch, args = self._walk_setup()
+        parts, k, pos, end = [], 0, self._data_start, self._data_end
+        out = np.empty(self.chunk_events, EVENT_DTYPE)
+        try:
+            while True:
+                # the whole data is in ``buf``, so the walker never asks for input; its reads stay
+                # inside the packets it checked (no LZ4_SLACK needed past the end of the map)
+                pos, k, st = K.aedat4_walk(buf, pos, end, end, 0, *args, scratch, state, out.view(np.uint8), k)
+                if st == K.ST4_DONE:
+                    break
+                if st == K.ST4_FULL:
+                    parts.append(out)
+                    out, k = np.empty(self.chunk_events, EVENT_DTYPE), 0
+                elif st == K.ST4_SCRATCH:
+                    scratch = np.empty(min(max(int(state[K.P4_NEED]), 2 * (len(scratch) - K.LZ4_SLACK)),
+                                           MAX_PACKET_BYTES) + K.LZ4_SLACK, np.uint8)
+                elif st == K.ST4_ERROR:
+                    self._raise(state, scratch)
+                else:  # ST4_INPUT / ST4_EXTERNAL cannot happen here; never guess
+                    raise AssertionError(f"AEDAT 4 walker asked for {st} over a whole mapped file")
+        finally:
+            self._publish(ids, skipped, state)
+        parts.append(out[:k])
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p.view(np.uint8) for p in parts]).view(EVENT_DTYPE)
 
     def _refill(self, f, buf, base, pos, end, state):
         """Keep ``buf[pos:end]`` (an incomplete packet), read on up to the block size (or the
