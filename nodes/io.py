@@ -12,6 +12,7 @@ drain, so a file is complete after SIGTERM. Network sources and sinks (``zmq_inp
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -26,6 +27,7 @@ from spikeflow.service.errors import ParamError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, window_bounds
 from spikeflow.service.packet import Packet, events_packet, now_ns
 from spikeflow.service.registry import register
+from spikeflow.service.repeats import RepeatFilter
 
 
 def resolve_recording(path: str, key: str) -> Path:
@@ -374,6 +376,14 @@ class RecordParams:
     path: str = param("", "output file; the format follows the extension (.sfe native, ...)")
     format: str | None = param(None, "writer format name, overriding the extension")
     overwrite: bool = param(True, "replace an existing file (false: refuse to start)")
+    commit_ms: float = param(200.0, "native .sfe: commit (write a block, note it in the journal) at least this "
+                                    "often; a restarted worker continues the file from the last commit",
+                             min=1.0, max=3_600_000.0)
+
+
+JOURNAL_SUFFIX = ".journal"
+"""Beside a ``.sfe`` being recorded: one JSON line per commit (byte offset, events, last seq per
+stream); removed when the file is closed complete."""
 
 
 @register
@@ -383,6 +393,15 @@ class Record(Node):
     Lossless by contract (the graph refuses a realtime edge into it). The file is opened at the
     first packet (a dry build for validation never touches it), flushed by ``flush`` and
     closed by ``close``, which the runtime calls on drain, so the file is complete after SIGTERM.
+
+    Native ``.sfe`` files are written in commits: every ``commit_ms`` the buffered events go to
+    the file as a block ending on a packet boundary (handed to the OS, so a kill -9 does not
+    lose them) and a line in ``<path>.journal`` records the file's length and the last seq
+    written per stream. :meth:`committed` reports those seqs, so a resumable source in the same
+    worker never settles past what the file holds; :meth:`continue_after_restart` (the runtime
+    calls it in a restarted worker) cuts the file back to the last commit and appends from
+    there, dropping the packets of replayable streams it already holds (``service.repeats``).
+    Other formats cannot be continued: a restarted worker starts them anew.
     """
 
     type_name = "record"
@@ -398,12 +417,19 @@ class Record(Node):
         if not self.params.path:
             raise ParamError(key, "an output path is required")
         self.path = Path(self.params.path).expanduser().resolve()
+        self.journal_path = self.path.with_name(self.path.name + JOURNAL_SUFFIX)
         if not self.path.parent.is_dir():
             raise ParamError(key, f"directory {str(self.path.parent)!r} does not exist")
-        if self.path.exists() and not self.params.overwrite:
+        if self.path.exists() and not self.params.overwrite and not self.journal_path.exists():
             raise ParamError(key, f"{str(self.path)!r} exists and overwrite = false")
         self._writer = None
+        self._journal = None
+        self._repeats = RepeatFilter()
+        self._written: dict[str, int] = {}     # stream -> last seq handed to the writer
+        self._committed: dict[str, int] = {}   # stream -> last seq in the file (-1: none yet)
+        self._last_commit_ns = 0
         self.events_written = self.packets_written = 0
+        self.continued_at: dict | None = None
 
     def setup(self, meta):
         from spikeflow.drivers.recording import formats
@@ -422,35 +448,110 @@ class Record(Node):
         self.sensor_size = m.sensor_size
         return {}
 
+    def set_replayable_streams(self, streams) -> None:
+        """Streams whose ``(stream, seq)`` identifies a packet (see ``service.repeats``): their
+        repeats are not written twice."""
+        self._repeats = RepeatFilter(streams)
+
+    def _native(self) -> bool:
+        return (self.params.format or ("native" if self.path.suffix.lower() == ".sfe" else "")) == "native"
+
+    def continue_after_restart(self) -> None:
+        """In a restarted worker: continue the file a killed predecessor was writing, from its
+        last commit (file cut back there, checked by reading it), instead of replacing it."""
+        if not (self._native() and self.journal_path.exists() and self.path.exists()):
+            return  # nothing committed: start anew (a source here has not settled past its start)
+        from spikeflow.drivers.formats.native import NativeWriter
+
+        entry = _last_journal_entry(self.journal_path)
+        if entry is None:
+            return
+        self._writer = NativeWriter.continue_file(self.path, int(entry["offset"]))
+        self._journal = open(self.journal_path, "a")
+        for stream, seq in (entry.get("seqs") or {}).items():
+            self._repeats.seen(stream, int(seq))
+            self._committed[stream] = self._written[stream] = int(seq)
+        self.continued_at = {"offset": int(entry["offset"]), "events": self._writer.events_written,
+                             "seqs": dict(self._committed)}
+        self._last_commit_ns = time.monotonic_ns()
+
     def _open(self):
         if self._writer is None:
             from spikeflow.drivers.recording import open_writer
 
+            if self.path.exists() and not self.params.overwrite:  # (checked at build unless a journal was left)
+                raise ParamError(f"nodes.{self.name}.params.path", f"{str(self.path)!r} exists and overwrite = false")
             self._writer = open_writer(self.path, self.sensor_size, format=self.params.format,
                                        extra={"recorded_by": f"spikeflow record node {self.name}"})
+            if self._native():
+                self._journal = open(self.journal_path, "w")
+                self._commit()   # the header alone: a restart before the first block continues after it
         return self._writer
 
     def process(self, port, packet):
+        stream, seq = packet.stream, packet.seq
+        if not self._repeats.fresh(packet):
+            return {}  # already in the file (written before a restart of this worker)
         ev = packet.events
         w = self._open()
+        if self._journal is not None and stream not in self._committed:
+            self._committed[stream] = -1   # a source feeding this file settles no further than it holds
         if ev is not None and len(ev):
             w.write(ev)
             self.events_written += len(ev)
         self.packets_written += 1
+        self._written[stream] = seq
+        if self._journal is not None and time.monotonic_ns() - self._last_commit_ns >= self.params.commit_ms * 1e6:
+            self._commit()
         return {}
+
+    def _commit(self) -> None:
+        """Buffered events to the file as a block (a packet boundary), then a journal line."""
+        w = self._writer
+        w.flush()
+        self._journal.write(json.dumps({"offset": w.tell(), "events": w.events_written,
+                                        "seqs": self._written}) + "\n")
+        self._journal.flush()
+        self._committed.update(self._written)
+        self._last_commit_ns = time.monotonic_ns()
+
+    def committed(self) -> dict[str, int]:
+        """Per stream received, the last seq whose events are in the file (-1: none yet); empty
+        for formats that cannot be continued. Read from another thread (the worker's link)."""
+        return dict(self._committed)
 
     def flush(self):
         w = self._open()
-        if hasattr(w, "flush"):
+        if self._journal is not None:
+            self._commit()
+        elif hasattr(w, "flush"):
             w.flush()
         return {}
 
     def close(self):
         if self._writer is not None:
             self._writer.close()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+            self.journal_path.unlink(missing_ok=True)   # the file is complete
 
     def stats(self):
-        return {"path": str(self.path), "events_written": self.events_written, "packets_written": self.packets_written}
+        return {"path": str(self.path), "events_written": self.events_written, "packets_written": self.packets_written,
+                "duplicates_dropped": self._repeats.dropped, "continued_at": self.continued_at}
+
+
+def _last_journal_entry(path: Path) -> dict | None:
+    """The last complete line of a record journal (a kill may have cut the last one short)."""
+    entry = None
+    for line in path.read_text().splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(d, dict) and isinstance(d.get("offset"), int):
+            entry = d
+    return entry
 
 
 # -- print ----------------------------------------------------------------------------------

@@ -230,12 +230,19 @@ class SourcePositions:
     edge's unacknowledged window within the receiver's queue, so it is not stuck in ZeroMQ's
     buffers when the process dies. Positions are therefore a lower bound of what downstream
     received: a restart from them loses nothing and repeats at most about two heartbeats of
-    packets (at-least-once; the repeats carry their original ``seq``).
+    packets (the repeats carry their original ``seq``; receivers drop them, see
+    :mod:`spikeflow.service.repeats`).
+
+    A node of the worker that persists what it receives (``record``: ``committed()`` maps the
+    streams it has received to the last seq it holds in its file) caps the position of the
+    source of such a stream at that seq + 1: what the process still buffered is sent again.
     """
 
     def __init__(self, worker):
         self.worker = worker
         self.names = resumable_sources(worker)
+        self._committing = [node for node in (worker.nodes[n] for n in worker.names)
+                            if callable(getattr(node, "committed", None))]
         self._pending: dict[str, int] = {}
 
     def settled(self) -> dict[str, int]:
@@ -243,8 +250,14 @@ class SourcePositions:
         out = dict(self._pending)
         w = self.worker
         for n in self.names:
-            taken = int(w.metrics[n].counters["packets_out"])
-            self._pending[n] = int(getattr(w.nodes[n], "resume_seq", 0)) + max(0, taken - 1)
+            taken = int(w.metrics[n].counters["packets_out"])   # (read before the commits: they can only be newer)
+            start = int(getattr(w.nodes[n], "resume_seq", 0))
+            pos = start + max(0, taken - 1)
+            for node in self._committing:
+                for stream, seq in node.committed().items():
+                    if stream.partition(".")[0] == n:   # the source's own stream (seq kept)
+                        pos = min(pos, max(int(seq) + 1, start))
+            self._pending[n] = pos
         return out
 
 

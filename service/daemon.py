@@ -474,7 +474,8 @@ class Daemon:
             workers[w.name] = {"pid": w.pid, "state": w.state, "alive": w.alive, "restarts": w.restarts,
                                "incarnation": w.incarnation, "nodes": w.nodes, "exit_code": w.exit_code,
                                "heartbeat_age_s": round(now - w.last_seen, 3), "error": w.last_error,
-                               "last_restart": w.last_restart, "positions": w.positions}
+                               "last_restart": w.last_restart, "positions": w.positions,
+                               "duplicates_dropped": _duplicates(w.metrics)}
         return {"name": self.name, "pid": os.getpid(), "graph": self.spec.source,
                 "state": "stopping" if self.stopping else "running", "uptime_s": round(time.time() - self.started, 3),
                 "control": self.control_endpoint, "restarts": self.supervisor.total_restarts,
@@ -523,6 +524,15 @@ class Daemon:
             _remove_if_ours(p)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _duplicates(metrics: dict[str, Any]) -> int:
+    """Repeats of resumed sources dropped in a worker (its incoming edges and its nodes), as of
+    its last heartbeat."""
+    n = sum(int(e.get("duplicates_dropped") or 0) for e in (metrics.get("edges") or {}).values()
+            if e.get("side") == "recv")
+    return n + sum(int((d.get("stats") or {}).get("duplicates_dropped") or 0)
+                   for d in (metrics.get("nodes") or {}).values())
 
 
 def _dismiss(spare: subprocess.Popen, wait_s: float = 5.0) -> None:

@@ -194,13 +194,15 @@ def summarize(nodes: dict[str, dict[str, Any]], edges: dict[str, dict[str, Any]]
     ``nodes[name]`` holds serialised :class:`NodeMetrics` plus ``worker``, ``type``, ``stats``,
     ``sink``; ``edges["consumer.port"]`` the ``send``/``recv`` stats of a cross-worker edge.
     A node's ``queue`` is what waits on the edges into it (queued + in flight); its ``drops``
-    are the drops of those edges plus any ``dropped``/``drops`` counter of the node itself.
+    are the drops of those edges plus any ``dropped``/``drops`` counter of the node itself; its
+    ``duplicates`` the repeats of a resumed source that those edges and the node itself dropped
+    (``duplicates_dropped``: exactly-once across restarts, not a loss).
     """
     rows = {}
     e2e = Histogram()
     for name, d in nodes.items():
         m = NodeMetrics.from_dict(d)
-        queue = drops = 0.0
+        queue = drops = duplicates = 0.0
         for key, sides in edges.items():
             if key.rpartition(".")[0] != name:
                 continue
@@ -209,13 +211,15 @@ def summarize(nodes: dict[str, dict[str, Any]], edges: dict[str, dict[str, Any]]
             drops += _num(send.get("dropped"))
             recv = sides.get("recv") or {}
             drops += _num(recv.get("missing")) if not send else 0.0
+            duplicates += _num(recv.get("duplicates_dropped"))
         st = d.get("stats") or {}
         for k in ("dropped", "drops"):
             drops += _num(st.get(k))
+        duplicates += _num(st.get("duplicates_dropped"))
         if d.get("sink"):
             e2e.merge(m.latency)
         rows[name] = {"worker": d.get("worker", ""), "type": d.get("type", ""), **m.counters,
                       "span_s": (m.last_ns - m.first_ns) / 1e9 if m.first_ns else 0.0,
                       "latency": m.latency.summary_us(), "proc": m.proc.summary_us(),
-                      "queue": int(queue), "drops": int(drops), "stats": st}
+                      "queue": int(queue), "drops": int(drops), "duplicates": int(duplicates), "stats": st}
     return {"nodes": rows, "e2e": e2e.summary_us()}

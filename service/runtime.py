@@ -21,6 +21,12 @@ edges are read until their upstream's end-of-stream marker (or ``drain_timeout_s
 node is flushed in topological order (their output still flows downstream), an end-of-stream
 marker goes out on every outgoing edge, and nodes are closed (files complete, sockets released).
 
+Repeats (docs/daemon.md, "Resume"): every incoming edge drops the packets of replayable
+streams (:mod:`spikeflow.service.repeats`) that it has already delivered, so a restarted
+upstream that resumes its stream is seen exactly once. Nodes may take part: the worker calls
+``set_replayable_streams(names)`` on nodes that have it (``publish``, ``record``), and, in a
+restarted worker (incarnation > 0), ``continue_after_restart()`` (``record`` continues its file).
+
 Run as a process by the daemon: ``python -m spikeflow.service.runtime SPEC.json``.
 """
 
@@ -52,6 +58,7 @@ from spikeflow.service.graph import (
 )
 from spikeflow.service.metrics import NodeMetrics
 from spikeflow.service.packet import Packet, now_ns
+from spikeflow.service.repeats import RepeatFilter, replayable_streams
 from spikeflow.service.worker_inbox import Inbox
 
 log = logging.getLogger("spikeflow.runtime")
@@ -136,7 +143,7 @@ class Worker:
     def __init__(self, spec: GraphSpec, worker: str = DEFAULT_WORKER, *,
                  metas: dict[tuple[str, str], PortMeta] | None = None, endpoints: dict[str, str] | None = None,
                  snapshot: str | Path | None = None, context=None, inbox_packets: int = INBOX_PACKETS,
-                 gated: bool = False):
+                 gated: bool = False, incarnation: int = 0):
         if worker not in spec.workers:
             raise SpikeflowError(f"graph {spec.name!r} has no worker {worker!r}; workers: {sorted(spec.workers)}")
         self.spec, self.worker = spec, worker
@@ -162,10 +169,17 @@ class Worker:
         self._senders: dict[str, Any] = {}
         self._realtime: list[Any] = []
         self._receiver_stats: dict[str, Callable[[], dict]] = {}
+        self.replayable = replayable_streams(spec)
         self._wire()
         if snapshot:
             loaded = self.load_state(snapshot)
             log.info("worker %s: state of %s loaded from %s", worker, loaded or "no node", snapshot)
+        for name in self.names:
+            node = self.nodes[name]
+            if callable(getattr(node, "set_replayable_streams", None)):
+                node.set_replayable_streams(self.replayable)
+            if incarnation > 0 and callable(getattr(node, "continue_after_restart", None)):
+                node.continue_after_restart()
 
     # -- construction -----------------------------------------------------------------------
     def _wire(self) -> None:
@@ -441,10 +455,11 @@ class Worker:
 
     # -- incoming edges (read on the node thread) ---------------------------------------------
     def _open_edge(self, key: str, consumer: str, port: str, inp: InputSpec) -> _Edge | None:
-        from spikeflow.service.edges import EdgeReceiver
+        from spikeflow.service.edges import EdgeReceiver, default_window
 
-        try:
-            rx = EdgeReceiver(self._endpoint(key), bind=False, context=self._context)
+        try:  # (the receiver knows the sender's window: credits are batched, see EdgeReceiver)
+            rx = EdgeReceiver(self._endpoint(key), bind=False, context=self._context,
+                              repeats=RepeatFilter(self.replayable), window=default_window(inp.policy, inp.queue))
         except Exception as e:  # noqa: BLE001
             self.failures.append(f"edge {key}: {type(e).__name__}: {e}")
             log.error("edge %s failed: %s", key, e)
@@ -675,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     link = WorkerLink(cfg["daemon"], cfg["worker"], cfg.get("incarnation", 0), spec.options.heartbeat_s)
     try:
         worker = Worker(spec, cfg["worker"], metas=metas_from_json(cfg["metas"]), endpoints=cfg["endpoints"],
-                        snapshot=cfg.get("snapshot"), gated=True)
+                        snapshot=cfg.get("snapshot"), gated=True, incarnation=int(cfg.get("incarnation", 0)))
     except SpikeflowError as e:
         log.error("cannot build worker: %s", e)
         link.send_fatal(str(e))

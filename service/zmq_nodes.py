@@ -12,6 +12,10 @@ publisher from a dead one (the zguide's Paranoid Pirate). Its ``policy``:
 * ``realtime``: a subscriber whose queue (``sndhwm`` messages) is full makes the packet drop,
   counted. ``ZMQ_XPUB_NODROP`` turns ZeroMQ's silent PUB drop into a visible EAGAIN we count;
 * ``lossless``: the same EAGAIN makes ``process`` wait (backpressure up the graph), stop-aware.
+
+``publish`` never sends a packet of a replayable stream twice (a resumed source's repeats,
+:mod:`spikeflow.service.repeats`): it drops one whose seq it has already published, counted in
+``duplicates_dropped``, so a subscriber sees each packet once.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from spikeflow.service.packet import Packet, now_ns
 from spikeflow.service.protocol import (RejectCounter, SeqTracker, encode, receiving_socket_options,
                                         recv_packet)
 from spikeflow.service.registry import register
+from spikeflow.service.repeats import RepeatFilter
 
 INPUT_REJECTS = ("unexpected_kind", "sensor_size", "out_of_bounds", "unsorted", "window")
 """Reasons ``zmq_input`` adds to the protocol's own when it refuses a well-formed packet."""
@@ -218,11 +223,16 @@ class Publish(Node):
         self._waiting_since: int | None = None  # a wait in progress counts in stats() too
         self._last_seq: dict[str, int] = {}
         self._hb_seq = 0
+        self._repeats = RepeatFilter()
         self.endpoint = self.params.endpoint
 
     def setup(self, meta: dict[str, PortMeta]) -> dict[str, PortMeta]:
         self._open()
         return {}
+
+    def set_replayable_streams(self, streams) -> None:
+        """Streams whose ``(stream, seq)`` identifies a packet: their repeats are not published."""
+        self._repeats = RepeatFilter(streams)
 
     def _open(self) -> zmq.Socket:
         if self._sock is None:
@@ -298,6 +308,8 @@ class Publish(Node):
 
     # -- the node contract ----------------------------------------------------------------
     def process(self, port: str, packet: Packet) -> dict[str, list[Packet]]:
+        if not self._repeats.fresh(packet):
+            return {}   # published already (sent again by a resumed source)
         p = self.params
         sock = self._open()
         if p.min_subscribers and self.subscriptions_seen < p.min_subscribers:
@@ -376,7 +388,8 @@ class Publish(Node):
         return {"endpoint": self.endpoint, "policy": self.params.policy, "sent": self.sent,
                 "dropped": self.dropped_slow + self.dropped_late, "dropped_slow": self.dropped_slow,
                 "dropped_late": self.dropped_late, "subscriptions": sum(self._subs.values()),
-                "heartbeats": self.heartbeats, "wait_ns": self.wait_ns + self._current_wait_ns()}
+                "heartbeats": self.heartbeats, "wait_ns": self.wait_ns + self._current_wait_ns(),
+                "duplicates_dropped": self._repeats.dropped}
 
     def close(self) -> None:
         self._stop.set()

@@ -363,6 +363,61 @@ def test_lossless_window_holds_while_credits_are_read_lazily(ctx):
         rx.close()
 
 
+def test_receiver_that_knows_the_window_batches_its_credits(ctx):
+    """A receiver told the sender's window (as the runtime's are) returns credits every
+    window / 4 packets while busy and at most every 2 ms when idle, instead of after each
+    packet it catches up with: far fewer credit messages, nothing lost or reordered, and a
+    sender draining at the end still gets every credit."""
+    window, n = 64, 4000
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=window, context=ctx)
+    rx = EdgeReceiver(tx.endpoint, context=ctx, window=window)
+    assert rx.ack_every == 16
+    got, done = [], threading.Event()
+
+    def consume():   # the runtime's pattern: poll, drain with recv_nowait, go idle again
+        poller = zmq.Poller()
+        poller.register(rx.socket, zmq.POLLIN)
+        while not done.is_set():
+            if poller.poll(1):
+                while (p := rx.recv_nowait()) is not None:
+                    got.append(p.seq)
+            else:
+                rx.recv_nowait()   # idle: lets the receiver flush its credits
+
+    th = threading.Thread(target=consume)
+    th.start()
+    try:
+        t0 = time.monotonic()
+        for seq in range(n):
+            assert tx.send(Packet("heartbeat", "h", seq), timeout_ms=5000)
+        assert tx.drain(5000) and tx.in_flight == 0
+        elapsed_ms = (time.monotonic() - t0) * 1e3
+    finally:
+        done.set()
+        th.join(5)
+        tx.close()
+        rx.close()
+    assert got == list(range(n))
+    credits = tx.stats()["credits"]
+    assert credits <= n // 16 + elapsed_ms / 2 + 10, (credits, elapsed_ms)
+    assert credits < n // 4, credits
+
+
+def test_realtime_window_of_one_still_flows(ctx):
+    """A realtime edge of queue 1 has a window of 1: its receiver must credit every packet."""
+    tx = EdgeSender("inproc://rt1", policy="realtime", queue=1, context=ctx)
+    rx = EdgeReceiver("inproc://rt1", context=ctx, window=tx.window)
+    try:
+        assert tx.window == 1 and rx.ack_every == 1
+        for seq in range(50):
+            tx.send(Packet("heartbeat", "h", seq))
+            assert tx.pump(2000) == 0
+            assert rx.recv(2000).seq == seq
+    finally:
+        tx.close()
+        rx.close()
+
+
 @pytest.mark.parametrize("transport", ["inproc", "tcp"])
 def test_relay_forwards_received_payloads_intact(ctx, tmp_path, transport):
     """A worker that passes a received packet on unchanged sends the received ZeroMQ message
@@ -387,3 +442,43 @@ def test_relay_forwards_received_payloads_intact(ctx, tmp_path, transport):
             r = rx2.recv(5000)
             assert r.seq == seq and r.events.tobytes() == big.tobytes()
         assert rx2.stats()["missing"] == 0 and rx2.stats()["rejected_total"] == 0
+
+
+def test_receiver_drops_what_a_restarted_sender_sends_again(ctx):
+    """A restarted sender resumes a replayable stream at an earlier seq: the receiver (which
+    outlived it) delivers each seq once and counts the repeats. A stream that is not replayable
+    and starts again at 0 (a restarted encoder's new numbering) is delivered in full, and the
+    end-of-stream marker (a heartbeat, seq 0) still gets through."""
+    from spikeflow.service.repeats import RepeatFilter
+
+    size = SensorSize(4, 4, 2)
+    rx = EdgeReceiver("tcp://127.0.0.1:*", bind=True, context=ctx, repeats=RepeatFilter({"src.events_out"}))
+    got = []
+
+    def receive(n):
+        got.extend(p for p in (rx.recv(5000) for _ in range(n)) if p is not None)
+
+    try:
+        for seqs, last in ((range(0, 10), False), (range(6, 14), True)):   # the second resumes at 6
+            tx = EdgeSender(rx.endpoint, policy="lossless", queue=4, bind=False, context=ctx)
+            fresh = sum(1 for s in seqs if s >= 10 or not last)
+            th = threading.Thread(target=receive, args=(fresh + len(seqs) + last,))
+            th.start()
+            for seq in seqs:
+                ev = make_events([seq * 10], [1], [2], [1])
+                assert tx.send(Packet("events", "src.events_out", seq, size, seq * 10, seq * 10 + 10, now_ns(), ev), 5000)
+                assert tx.send(Packet("spikes", "enc.spikes_out", seq - seqs[0], size), 5000)
+            if last:
+                assert tx.send(Packet("heartbeat", "src.events_out", 0, data={"eos": True}), 5000)
+            th.join(10)
+            tx.close()
+    finally:
+        rx.close()
+    src = [p for p in got if p.stream == "src.events_out" and p.kind == "events"]
+    assert [p.seq for p in src] == list(range(14))
+    assert [int(p.events["t"][0]) for p in src] == [10 * s for s in range(14)]
+    assert [p.seq for p in got if p.stream == "enc.spikes_out"] == [*range(10), *range(8)]
+    assert got[-1].kind == "heartbeat" and got[-1].data == {"eos": True}
+    st = rx.stats()
+    assert st["duplicates_dropped"] == 4 and st["missing"] == 0
+    assert st["seq_resets"] == 2   # the encoder's new numbering, and the marker's seq 0

@@ -144,3 +144,31 @@ def test_fuzz_native(evt2_like, tmp_path):
     assert counts["ok"] > 0 and counts["error"] > 0
     counts = fuzz_reader(src, fz, format=None, n_mutants=200, seed=1)
     assert sum(counts.values()) == 200
+
+
+def test_continue_file_cuts_back_to_a_block_and_appends(evt2_like, tmp_path):
+    """What ``record`` does in a restarted worker: keep the blocks up to a committed offset, cut
+    what a killed writer left after it (a whole block and half of another), append the rest."""
+    ev = evt2_like[:5000]
+    path = tmp_path / "c.sfe"
+    w = NativeWriter(path, (128, 128, 2), extra={"k": 1}, block_events=1000)
+    w.write(ev[:1500])
+    w.flush()                            # blocks of 1000 and 500: a commit at a packet boundary
+    committed = w.tell()
+    w.write(ev[1500:2600])               # a block of 1000 reaches the file, the rest is buffered
+    w._f.write(b"SFB1" + b"\x00" * 10)   # and a block is half written when the process dies
+    w._f.close()                         # (the buffered 100 events die with it)
+    w = NativeWriter.continue_file(path, committed, block_events=1000)
+    assert w.events_written == 1500 and w.tell() == committed
+    w.write(ev[1500:])
+    w.close()
+    got, info = read_recording(path)
+    np.testing.assert_array_equal(got, ev)
+    assert info.sensor_size == (128, 128, 2) and info.extra == {"k": 1}
+    with pytest.raises(RecordingError, match=rf"c\.sfe at byte .*: byte {committed - 7} is not the end of a block"):
+        NativeWriter.continue_file(path, committed - 7)
+    data = bytearray(path.read_bytes())
+    data[committed - 3] ^= 0xFF          # the last block before the offset is damaged
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match="block CRC mismatch"):
+        NativeWriter.continue_file(path, committed)

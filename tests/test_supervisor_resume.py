@@ -1,10 +1,13 @@
-"""Supervisor restarts that resume: a restarted source continues its stream where it was (at
-least once, with its original sequence numbers), a consumer restarted after its upstream
-finished still completes, and each restart is timed in ``status``. Real daemon subprocesses,
-real sockets on loopback; every wait polls the control socket (or a subscriber) with a timeout."""
+"""Supervisor restarts that resume: a restarted source continues its stream where it was (with
+its original sequence numbers; what it sends again is dropped downstream, so subscribers and
+files get every packet exactly once), a ``record`` in a killed worker continues its file, a
+consumer restarted after its upstream finished still completes, and each restart is timed in
+``status``. Real daemon subprocesses, real sockets on loopback; every wait polls the control
+socket (or a subscriber) with a timeout."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +20,9 @@ from spikeflow.nodes.base import build_params
 from spikeflow.nodes.io import Replay, Simulate
 from spikeflow.service.errors import ParamError
 from test_daemon import daemons, free_port, n  # noqa: F401 - the fixture is used by name
+from waiting import wait_until
+
+import naive_filters as naive
 
 CLIPS = ["gesture_02_right_hand_wave_s4.sfe", "gesture_07_left_arm_counter_clockwise_s5.sfe"]
 
@@ -75,11 +81,11 @@ def nmnist(shared):
 
 def test_killed_source_worker_resumes_its_stream(daemons, tmp_path, nmnist):  # noqa: F811
     """kill -9 of the worker that replays a file: the restarted worker continues the stream
-    where it was instead of replaying the file from its start. A subscriber gets every packet
-    at least once, with the original seq numbers: deduplicated by seq, the stream is the whole
-    recording, bit-exact, without a hole; the repeats are identical to the originals and fewer
-    than what had been delivered before the kill. The successor is the daemon's warm spare; the
-restart is counted and timed."""
+    where it was instead of replaying the file from its start, sending again (with their
+    original seq) the packets since its settled position. The receiving end of the edge, in the
+    living worker, drops those repeats and counts them: the subscriber, which does no dedupe of
+    its own, gets the whole recording bit-exact, every seq once, in order, without a gap. The
+    successor is the daemon's warm spare; the restart is counted and timed."""
     from spikeflow.service.client import Subscriber
 
     ep = f"tcp://127.0.0.1:{free_port()}"
@@ -119,6 +125,7 @@ worker = "io"
         before = len(got)
         receive_until(lambda: sub.ended, 90, "end of stream after the restart")
         st = d.client.status()
+        m = d.client.metrics()
     finally:
         sub.close()
     assert st["restarts"] == 1 and st["workers"]["main"]["restarts"] == 1
@@ -127,25 +134,96 @@ worker = "io"
     timing = st["workers"]["main"]["last_restart"]
     assert timing["why"] == "signal 9" and 0 < timing["ready_s"] <= timing["flowing_s"]
     ev, _ = read_recording(nmnist)
-    first: dict[int, object] = {}
-    repeats = 0
-    for p in got:
-        if p.seq in first:
-            repeats += 1
-            assert _same(p, first[p.seq])  # a repeat is the very same packet
-        else:
-            first[p.seq] = p
-    seqs = sorted(first)
-    assert seqs == list(range(len(seqs)))  # nothing lost
-    np.testing.assert_array_equal(np.concatenate([first[s].events for s in seqs]), ev)
-    assert repeats < before, f"{repeats} repeats after {before} packets: the successor replayed from the start"
+    assert [p.seq for p in got] == list(range(len(got)))  # exactly once: no repeat, no gap
+    np.testing.assert_array_equal(np.concatenate([p.events for p in got]), ev)
+    assert sub.missing == 0
     log = d.log.read_text()
     resumed_at = int(re.search(r"worker main: sources resume at src packet (\d+)", log).group(1))
     assert 0 < resumed_at <= before
-    assert [p.seq for p in got].count(resumed_at) == 2  # the successor's first packet was a repeat
-    assert f"worker main: sources resume at src packet {resumed_at}" in log
     assert f"source src resumes at packet {resumed_at}" in log
+    # the successor did send repeats: the receiving end of the edge dropped them, counted
+    edge = m["edges"]["pub.events_in"]["recv"]
+    dropped = edge["duplicates_dropped"]
+    assert dropped > 0 and m["nodes"]["pub"]["duplicates"] == dropped
+    assert st["workers"]["io"]["duplicates_dropped"] == dropped
+    assert edge["seq_resets"] == 0 and edge["missing"] == 0
+    assert m["nodes"]["pub"]["stats"]["duplicates_dropped"] == 0  # (none got as far as publish)
     assert "worker main flows again" in log and "worker main: incarnation 1 runs in the warm spare" in log
+    assert d.terminate() == 0
+
+
+def _journal_seq(path) -> int:
+    """The last seq of ``src.events_out`` that a record's journal says its file holds (-1: none)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return -1
+    seqs = [-1]
+    for line in lines:
+        try:
+            seqs.append(json.loads(line)["seqs"].get("src.events_out", -1))
+        except (ValueError, KeyError):
+            pass  # a line being written
+    return max(seqs)
+
+
+def test_record_in_a_killed_worker_continues_its_file(daemons, tmp_path, nmnist):  # noqa: F811
+    """replay -> noise_filter -> record in one worker, killed with SIGKILL twice mid-stream. Each
+    successor resumes the source no later than what the file holds (the record's commits cap
+    the settled position), cuts the file back to its last commit, drops the repeats it already
+    holds and appends the rest: the finished file is the whole filtered recording, bit-exact,
+    each event once, and readable. A second record in another worker, which lives through the
+    kills, gets the same file: its edge dropped the repeats."""
+    out, out2 = tmp_path / "rec.sfe", tmp_path / "rec2.sfe"
+    journal = tmp_path / "rec.sfe.journal"
+    graph = f"""
+[graph]
+name = "d"
+heartbeat_s = 0.2
+liveness_s = 5.0
+drain_timeout_s = 5.0
+[nodes.src]
+type = "replay"
+params = {{ path = "{nmnist}", speed = 0.05, window_us = 1000 }}
+[nodes.denoise]
+type = "noise_filter"
+inputs = {{ events_in = "src.events_out" }}
+params = {{ window_us = 2000 }}
+[nodes.rec]
+type = "record"
+inputs = {{ events_in = "denoise.events_out" }}
+params = {{ path = "{out}", commit_ms = 100 }}
+[nodes.rec2]
+type = "record"
+inputs = {{ events_in = "denoise.events_out" }}
+params = {{ path = "{out2}" }}
+worker = "io"
+"""
+    d = daemons(graph, tmp_path, "reckill")
+    for k, at in enumerate((60, 180)):
+        wait_until(lambda: _journal_seq(journal) >= at, 90, f"record committed packet {at}")
+        pid = d.client.status()["workers"]["main"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        d.wait_status(lambda s: s["workers"]["main"]["incarnation"] == k + 1 and s["workers"]["main"]["pid"] != pid,
+                      what=f"restart {k + 1}")
+    st = d.wait_status(lambda s: all(w["state"] == "done" for w in s["workers"].values()), timeout_s=90,
+                       what="streams done")
+    assert st["workers"]["main"]["restarts"] == 2 and st["workers"]["io"]["restarts"] == 0
+    got, info = read_recording(out)
+    ev, src_info = read_recording(nmnist)
+    want = ev[naive.background_activity(ev, src_info.sensor_size, 2000)]
+    assert info.sensor_size == src_info.sensor_size
+    np.testing.assert_array_equal(got, want)  # every event once: nothing lost, nothing twice
+    np.testing.assert_array_equal(read_recording(out2)[0], want)
+    assert not journal.exists()  # closed complete
+    m = d.client.metrics()
+    assert m["edges"]["rec2.events_in"]["recv"]["duplicates_dropped"] > 0 and m["nodes"]["rec2"]["duplicates"] > 0
+    # the last successor continued after its predecessor's last commit and dropped what the file held
+    rec = m["nodes"]["rec"]["stats"]
+    held = rec["continued_at"]["seqs"]["src.events_out"]
+    resumed = [int(x) for x in re.findall(r"worker main: sources resume at src packet (\d+)", d.log.read_text())]
+    assert len(resumed) == 2 and 0 < resumed[0] <= resumed[1] <= held + 1
+    assert rec["duplicates_dropped"] == held - resumed[1] + 1
     assert d.terminate() == 0
 
 

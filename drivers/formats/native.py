@@ -11,7 +11,10 @@ Layout (all little-endian)::
         crc = crc32 over (n_events, payload_len, t_first) packed "<IIq", continued over payload
 
 Each block is independent, so memory is bounded by the block size. Any ``EVENT_DTYPE`` array
-round-trips bit-exactly, including unsorted timestamps and negative values.
+round-trips bit-exactly, including unsorted timestamps and negative values. Because blocks are
+independent, a file can be continued: :meth:`NativeWriter.continue_file` keeps the blocks
+before a given block boundary, cuts what follows (a block half written when its writer was
+killed) and appends (the ``record`` node does so in a restarted worker).
 """
 
 from __future__ import annotations
@@ -85,6 +88,54 @@ class NativeWriter(Writer):
         crc = _block_crc(len(ev), len(payload), t_first, payload)
         self._f.write(BLOCK.pack(BLOCK_MAGIC, len(ev), len(payload), crc, t_first) + payload)
         self.events_written += len(ev)
+
+    @classmethod
+    def continue_file(cls, path, offset: int, block_events: int = DEFAULT_BLOCK_EVENTS) -> "NativeWriter":
+        """Reopen ``path`` to append after byte ``offset``, which must end a block: the block
+        headers from the start to ``offset`` are walked (sizes checked, and the CRC of the last
+        block, the one a kill could have cut), everything after ``offset`` is cut off. Header,
+        sensor size and metadata stay; ``events_written`` counts the events kept."""
+        info = NativeReader(path).info
+        path = Path(path)
+        total = 0
+        with open(path, "rb") as f:
+            f.seek(0)
+            (hlen,) = struct.unpack("<I", f.read(12)[8:12])
+            off = 12 + hlen
+            last = None
+            while off < offset:
+                f.seek(off)
+                bh = f.read(BLOCK.size)
+                if len(bh) < BLOCK.size:
+                    raise RecordingError(path, f"truncated block header before byte {offset}", off)
+                magic, n, plen, crc, t_first = BLOCK.unpack(bh)
+                if magic != BLOCK_MAGIC or n == 0 or n > MAX_BLOCK_EVENTS or plen > 16 * n + 64:
+                    raise RecordingError(path, f"no valid block here (continuing at byte {offset})", off)
+                last = (off, n, plen, crc, t_first)
+                total += n
+                off += BLOCK.size + plen
+            if off != offset:
+                raise RecordingError(path, f"byte {offset} is not the end of a block (the block there ends at {off})",
+                                     last[0] if last else off)
+            if last is not None:
+                b_off, n, plen, crc, t_first = last
+                f.seek(b_off + BLOCK.size)
+                payload = f.read(plen)
+                if len(payload) < plen or _block_crc(n, plen, t_first, payload) != crc:
+                    raise RecordingError(path, "block CRC mismatch (corrupt data)", b_off + BLOCK.size)
+        self = cls.__new__(cls)
+        Writer.__init__(self, path, info.sensor_size, info.extra)
+        self.block_events = int(block_events)
+        self._f = open(path, "r+b")
+        self._f.truncate(offset)
+        self._f.seek(offset)
+        self._pending, self._n_pending = [], 0
+        self.events_written = total
+        return self
+
+    def tell(self) -> int:
+        """The file's length as written so far (after :meth:`flush`: the end of the last block)."""
+        return self._f.tell()
 
     def flush(self) -> None:
         """Write buffered events as a (short) block and flush the OS buffer."""
