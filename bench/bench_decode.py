@@ -130,6 +130,18 @@ def _peak_rss_delta(fn) -> float:
     return max(0, _status_kb("VmHWM") - base)
 
 
+def _import_all() -> None:
+    import importlib
+
+    from spikeflow.drivers.recording import formats
+    formats()
+    for mod in ("evt3", "faery", "expelliarmus", "aedat", "dv_processing", "tonic.io", "h5py"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+
+
 def worker(spec: dict) -> dict:
     """Measure one decoder on one file (called in a fresh, pinned subprocess)."""
     cpu = spec["cpu"]
@@ -138,6 +150,12 @@ def worker(spec: dict) -> dict:
         pinned = True
     except (AttributeError, OSError):
         pinned = False
+    # Every cell's process holds the same modules (ours, numba and each reference), so the
+    # gc.collect() before each timed decode walks the same heap and leaves the caches equally
+    # cold for every decoder: a process with only a C++ reference loaded would otherwise start
+    # its decodes warmer than one that also holds numba's objects.
+    if not os.environ.get("SPIKEFLOW_BENCH_LEAN"):
+        _import_all()
     if spec["decoder"] == "ours":
         fn = lambda: _ours(spec["path"], spec["format"], spec["options"])  # noqa: E731
     else:
@@ -220,11 +238,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default=None, help="comma-separated format names")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--lean-references", action="store_true",
+                    help="each cell's process imports only its own decoder (the method before 2026-12-06)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    if args.lean_references:
+        os.environ["SPIKEFLOW_BENCH_LEAN"] = "1"   # inherited by every cell's process
     from spikeflow.drivers.recording import formats
     cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     rows, notes = [], []
@@ -283,6 +305,11 @@ def main() -> int:
 
 
 READING_NOTES = [
+    "- Every cell's process imports the same modules (spikeflow's formats, numba, and every reference "
+    "library) before timing, so the `gc.collect()` before each timed decode walks the same heap and "
+    "leaves the caches equally cold for every decoder. Until 2026-12-06 each process held only its "
+    "own decoder, which let the C/C++ references start their decodes from a smaller, warmer heap "
+    "(`--lean-references` reproduces that: see the note under the table).",
     "- The machine has 2 cores shared with the other engineers' test runs: absolute figures move "
     "by up to 2-3x between runs; the ratio of cells in one row (same run, same core) is the figure to read.",
     "- *ours* is `read_recording`: one `EVENT_DTYPE` array, validated (coordinates inside the sensor, "
