@@ -222,6 +222,8 @@ def _detect(path) -> tuple[str, Path]:
             head = os.read(fd, 4096)
         finally:
             os.close(fd)
+    except FileNotFoundError:
+        raise RecordingError(p, "no such file") from None
     except OSError as e:
         raise RecordingError(p, f"cannot open: {e.strerror or e}") from None
     for fmt in _sniff_order():

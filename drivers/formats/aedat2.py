@@ -73,6 +73,8 @@ class Aedat2Reader(Reader):
                 self._data = os.read(fd, size_bytes + 1) if size_bytes <= WHOLE_FILE_BYTES else None
             finally:
                 os.close(fd)
+        except FileNotFoundError:
+            raise   # Reader words it as every format does: "no such file"
         except OSError as e:
             raise RecordingError(self._path_str, f"cannot read: {e.strerror or e}") from None
         if self._data is not None:

@@ -85,6 +85,8 @@ class Hdf5Reader(Reader):
         h5py = _h5py(self.path)
         try:
             self._file = f = h5py.File(self.path, "r")
+        except FileNotFoundError:
+            raise   # Reader words it as every format does: "no such file"
         except _H5_ERRORS as e:
             raise RecordingError(self.path, f"not a readable HDF5 file: {e}", 0) from None
         try:

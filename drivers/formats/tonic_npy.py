@@ -186,6 +186,8 @@ class NpyReader(Reader):
                 size, head = os.fstat(fd).st_size, os.read(fd, 4096)
             finally:
                 os.close(fd)
+        except FileNotFoundError:
+            raise   # Reader words it as every format does: "no such file"
         except OSError as e:
             raise RecordingError(path, f"cannot open: {e.strerror or e}") from None
         shape, fortran, dtype, offset = _read_header(path, head)
