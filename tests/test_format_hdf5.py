@@ -335,6 +335,28 @@ def test_corrupt_chunk_names_column_chunk_and_byte(gesture, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(RecordingError, match=rf"w\.h5 at byte {at}: events/x chunk 1: corrupt chunk"):
         read_recording(path)
+    with pytest.raises(RecordingError, match=rf"w\.h5 at byte {at}: events/x chunk 1: corrupt chunk"):
+        with open_recording(path, chunk_events=50_000) as rec:   # streaming refuses it too
+            list(rec)
+
+
+def test_streaming_takes_the_chunk_path_and_equals_read_all(gesture, tmp_path):
+    """Iterating reads the raw chunks as read_all does, whatever the output chunk size: HDF5
+    chunks straddling output chunks, output chunks larger than the file, one event at a time."""
+    path = _written(gesture, tmp_path)
+    assert _plan(path)[0] == "chunks"
+    whole, _ = read_recording(path)
+    for chunk_events in (1, 1000, 65_536, 100_000, 10 ** 7):
+        n = len(gesture) if chunk_events > 1 else 5_000
+        with open_recording(path, chunk_events=chunk_events) as rec:
+            parts = []
+            for c in rec:
+                assert 0 < len(c) <= chunk_events
+                parts.append(c.copy())
+                if sum(map(len, parts)) >= n:
+                    break
+        assert np.concatenate(parts).tobytes() == whole[:sum(map(len, parts))].tobytes()
+        assert chunk_events == 1 or sum(map(len, parts)) == len(whole)
 
 
 def test_fuzz_hdf5_read_all(gesture, tmp_path):

@@ -17,8 +17,9 @@ for the option. Detection: the ``\\x89HDF`` signature. The writer emits the firs
 ``read_all`` (``read_recording``) reads integer columns chunked alike without h5py's filter
 pipeline: the raw chunk bytes come straight from the file, LZF chunks are decompressed by
 ``hdf5_kernels.lzf_decompress`` and four decoded chunks at a time are converted and validated
-in one pass. A chunk whose LZF stream decodes to the wrong size is refused (h5py would return
-the rest of the chunk uninitialised). Streaming iteration reads through h5py.
+in one pass. Streaming iteration takes the same path, one output chunk at a time. A chunk whose
+LZF stream decodes to the wrong size is refused (h5py would return the rest of the chunk
+uninitialised). Other layouts (structured datasets, floats, other filters) read through h5py.
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ class Hdf5Reader(Reader):
             return super().read_all()
         out = np.empty(self._n, EVENT_DTYPE)
         if plan[0] == "chunks":
-            self._read_chunks(out, *plan[1:])
+            last_t = None
+            for j0, cols in self._decoded_chunks(*plan[1:]):
+                last_t = self._fused(out, j0, cols, j0, last_t)
         else:
             cols = []
             try:
@@ -162,9 +165,9 @@ class Hdf5Reader(Reader):
                     ds.read_direct(a)
                     cols.append(a)
             except _H5_ERRORS:  # the per-field path words the error
-                self._slow_range(out, 0, self._n, None)
+                self._slow_range(out, 0, 0, self._n, None)
                 return out
-            self._fused(out, 0, self._n, cols, None)
+            self._fused(out, 0, cols, 0, None)
         return out
 
     def _plan(self):
@@ -215,18 +218,18 @@ class Hdf5Reader(Reader):
         except (*_H5_ERRORS, NotImplementedError):  # (chunk_iter needs HDF5 >= 1.12.3)
             return None
 
-    def _read_chunks(self, out: np.ndarray, length: int, lists) -> None:
-        """Read (and decompress) chunk j of every column from the raw file bytes, then convert
-        and validate those events, j = 0, 1, ...: the four decoded chunks stay in cache.
+    def _decoded_chunks(self, length: int, lists) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """``(first event, columns)`` of chunk j = 0, 1, ...: chunk j of every column read (and
+        decompressed) from the raw file bytes into scratch columns that are reused for the next
+        chunk, so a consumer converts them at once while they are in cache.
 
         Every chunk, the last one too, holds ``length`` values: a stream that decodes to any
         other size is corrupt. (h5py accepts a short one and leaves the rest of the chunk
-        uninitialised; the streaming path inherits that.)"""
+        uninitialised.)"""
         dsets = [ds for ds, _ in self._cols.values()]
         names = [ds.name.lstrip("/") for ds in dsets]
         scratch = [np.empty(length, ds.dtype) for ds in dsets]
         raw = np.empty(max(sz for lst in lists for _, sz, _ in lst), np.uint8)
-        last_t = None
         with open(self.path, "rb", buffering=0) as f:
             for j in range(len(lists[0])):
                 for name, col, lst in zip(names, scratch, lists):
@@ -243,30 +246,50 @@ class Hdf5Reader(Reader):
                         raise RecordingError(self.path, f"{name} chunk {j}: corrupt chunk (decodes "
                                                         f"to {'nothing' if got < 0 else got} bytes, expected "
                                                         f"{dst.shape[0]})", at)
-                i0, i1 = j * length, min(self._n, (j + 1) * length)
-                last_t = self._fused(out, i0, i1, [c[:i1 - i0] for c in scratch], last_t)
+                j0 = j * length
+                n = min(self._n, j0 + length) - j0
+                yield j0, [c[:n] for c in scratch]
 
-    def _fused(self, out, i0, i1, cols, last_t):
-        """Convert and validate events [i0, i1) from integer columns; any problem re-decodes the
-        range the per-field way, which words the error."""
+    def _fused(self, out, o0, cols, f0, last_t):
+        """Convert and validate events ``f0...`` of the file, given as integer columns, into
+        ``out[o0:]``; any problem re-decodes them the per-field way, which words the error."""
         sensor = self.info.sensor_size
         lo = _INT64_MIN if last_t is None else last_t
-        _, code = K.columns_to_events_(*cols, self._t_offset, out, i0, sensor.width, sensor.height, lo,
+        n = len(cols[0])
+        _, code = K.columns_to_events_(*cols, self._t_offset, out, o0, sensor.width, sensor.height, lo,
                                        self._check_order)
         if code != K.OK:
-            return self._slow_range(out, i0, i1, last_t)
-        return int(out["t"][i1 - 1])
+            return self._slow_range(out, o0, f0, f0 + n, last_t)
+        return int(out["t"][o0 + n - 1])
 
-    def _slow_range(self, out, i0, i1, last_t):
-        ev, last_t = self._decode(i0, i1, last_t)
-        out[i0:i1] = ev
+    def _slow_range(self, out, o0, f0, f1, last_t):
+        ev, last_t = self._decode(f0, f1, last_t)
+        out[o0:o0 + f1 - f0] = ev
         return last_t
 
     def _chunks(self) -> Iterator[np.ndarray]:
+        """Chunks of ``chunk_events``: through the raw chunk path when ``read_all`` would take it
+        (same speed, same check of every chunk's decoded size), else through h5py."""
+        plan = self._plan() if self._n else None
         last_t = None
-        for i0 in range(0, self._n, self.chunk_events):
-            ev, last_t = self._decode(i0, min(self._n, i0 + self.chunk_events), last_t)
-            yield ev
+        if plan is None or plan[0] != "chunks":
+            for i0 in range(0, self._n, self.chunk_events):
+                ev, last_t = self._decode(i0, min(self._n, i0 + self.chunk_events), last_t)
+                yield ev
+            return
+        out, k, done = np.empty(min(self.chunk_events, self._n), EVENT_DTYPE), 0, 0
+        for j0, cols in self._decoded_chunks(*plan[1:]):
+            p, m = 0, len(cols[0])
+            while p < m:   # an HDF5 chunk may straddle two output chunks
+                take = min(m - p, len(out) - k)
+                last_t = self._fused(out, k, [c[p:p + take] for c in cols], j0 + p, last_t)
+                k, p = k + take, p + take
+                if k == len(out):
+                    done += k
+                    yield out
+                    out, k = np.empty(min(self.chunk_events, self._n - done), EVENT_DTYPE), 0
+        if k:
+            yield out[:k]
 
     def _decode(self, i0: int, i1: int, last_t):
         """Events [i0, i1) read through h5py, converted field by field and checked."""
