@@ -365,7 +365,7 @@ def test_lossless_window_holds_while_credits_are_read_lazily(ctx):
 
 def test_receiver_that_knows_the_window_batches_its_credits(ctx):
     """A receiver told the sender's window (as the runtime's are) returns credits every
-    window / 4 packets while busy and at most every 2 ms when idle, instead of after each
+    min(window / 2, 16) packets while busy and at most every 2 ms when idle, instead of after each
     packet it catches up with: far fewer credit messages, nothing lost or reordered, and a
     sender draining at the end still gets every credit."""
     window, n = 64, 4000
@@ -409,6 +409,9 @@ def test_realtime_window_of_one_still_flows(ctx):
     rx = EdgeReceiver("inproc://rt1", context=ctx, window=tx.window)
     try:
         assert tx.window == 1 and rx.ack_every == 1
+        rx4 = EdgeReceiver("inproc://rt4", context=ctx, window=4)   # the default realtime window
+        assert rx4.ack_every == 2
+        rx4.close()
         for seq in range(50):
             tx.send(Packet("heartbeat", "h", seq))
             assert tx.pump(2000) == 0
