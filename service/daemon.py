@@ -4,7 +4,8 @@
 
 One process per worker group (one per graph unless nodes say ``worker = "name"``). The daemon
 writes ``<run_dir>/<name>.pid``, ``<name>.json`` (pid, control endpoint, graph, log file: what
-``spikeflow status``/``stop``/``top`` read) and logs to ``<name>.log``. It binds 127.0.0.1 only
+``spikeflow status``/``stop``/``top`` read) and logs to ``<name>.log``; nodes keep what must
+outlive a worker in ``<name>.state/`` (emptied at start, removed at exit). It binds 127.0.0.1 only
 (control socket, worker link, tcp edges) unless the graph or the command line allows more.
 
 SIGTERM/SIGINT (or the ``stop`` command): every worker is told to drain (sources stop, in-flight
@@ -143,6 +144,7 @@ class Daemon:
         self.log_file = Path(log_file) if log_file else self.run_dir / f"{self.name}.log"
         self.pid_file = self.run_dir / f"{self.name}.pid"
         self.info_file = info_path(self.run_dir, self.name)
+        self.state_dir = self.run_dir / f"{self.name}.state"   # node files that outlive a worker
         self.stopping = False
         self.started = time.time()
         self._stop_deadline = 0.0
@@ -167,6 +169,8 @@ class Daemon:
         self.metas = check_graph(self.spec)  # kinds and sensor sizes, before any process starts
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._claim_pid_file()
+        shutil.rmtree(self.state_dir, ignore_errors=True)   # a previous daemon's: nothing resumes from it
+        self.state_dir.mkdir(exist_ok=True)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"sf-{self.name[:16]}-"))
         self.control = self._ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -204,7 +208,7 @@ class Daemon:
     def _launch(self, worker: str, incarnation: int) -> subprocess.Popen:
         cfg = {"graph": self.spec.raw, "worker": worker, "incarnation": incarnation, "daemon": self.link_endpoint,
                "metas": metas_to_json(self.metas), "endpoints": self.endpoints,
-               "snapshot": self.last_snapshot, "allow_remote": self.allow_remote}
+               "snapshot": self.last_snapshot, "allow_remote": self.allow_remote, "state_dir": str(self.state_dir)}
         path = self._scratch / f"{worker}-{incarnation}.json"
         path.write_text(json.dumps(cfg))
         spare, self._spare = self._spare, None
@@ -520,6 +524,8 @@ class Daemon:
             if s is not None:
                 s.close(0)
         self._ctx.term()
+        if self._scratch is not None:   # (it was ours: the pid file was claimed before it was made)
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         for p in (self.info_file, self.pid_file):
             _remove_if_ours(p)
         if self._scratch is not None:

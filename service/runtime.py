@@ -24,8 +24,11 @@ marker goes out on every outgoing edge, and nodes are closed (files complete, so
 Repeats (docs/daemon.md, "Resume"): every incoming edge drops the packets of replayable
 streams (:mod:`spikeflow.service.repeats`) that it has already delivered, so a restarted
 upstream that resumes its stream is seen exactly once. Nodes may take part: the worker calls
-``set_replayable_streams(names)`` on nodes that have it (``publish``, ``record``), and, in a
-restarted worker (incarnation > 0), ``continue_after_restart()`` (``record`` continues its file).
+``set_replayable_streams(names)`` on nodes that have it (``publish``, ``record``); then, given a
+``state_dir`` (the daemon's, which outlives every worker), ``use_state_dir(state_dir,
+restarted)`` (``publish`` keeps there, in a file named after itself, what it has published);
+and, in a restarted worker (incarnation > 0), ``continue_after_restart()`` (``record`` continues
+its file).
 
 Run as a process by the daemon: ``python -m spikeflow.service.runtime SPEC.json``.
 """
@@ -143,7 +146,7 @@ class Worker:
     def __init__(self, spec: GraphSpec, worker: str = DEFAULT_WORKER, *,
                  metas: dict[tuple[str, str], PortMeta] | None = None, endpoints: dict[str, str] | None = None,
                  snapshot: str | Path | None = None, context=None, inbox_packets: int = INBOX_PACKETS,
-                 gated: bool = False, incarnation: int = 0):
+                 gated: bool = False, incarnation: int = 0, state_dir: str | Path | None = None):
         if worker not in spec.workers:
             raise SpikeflowError(f"graph {spec.name!r} has no worker {worker!r}; workers: {sorted(spec.workers)}")
         self.spec, self.worker = spec, worker
@@ -178,6 +181,8 @@ class Worker:
             node = self.nodes[name]
             if callable(getattr(node, "set_replayable_streams", None)):
                 node.set_replayable_streams(self.replayable)
+            if state_dir is not None and callable(getattr(node, "use_state_dir", None)):
+                node.use_state_dir(Path(state_dir), incarnation > 0)
             if incarnation > 0 and callable(getattr(node, "continue_after_restart", None)):
                 node.continue_after_restart()
 
@@ -690,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     link = WorkerLink(cfg["daemon"], cfg["worker"], cfg.get("incarnation", 0), spec.options.heartbeat_s)
     try:
         worker = Worker(spec, cfg["worker"], metas=metas_from_json(cfg["metas"]), endpoints=cfg["endpoints"],
-                        snapshot=cfg.get("snapshot"), gated=True, incarnation=int(cfg.get("incarnation", 0)))
+                        snapshot=cfg.get("snapshot"), gated=True, incarnation=int(cfg.get("incarnation", 0)),
+                        state_dir=cfg.get("state_dir"))
     except SpikeflowError as e:
         log.error("cannot build worker: %s", e)
         link.send_fatal(str(e))

@@ -15,14 +15,20 @@ publisher from a dead one (the zguide's Paranoid Pirate). Its ``policy``:
 
 ``publish`` never sends a packet of a replayable stream twice (a resumed source's repeats,
 :mod:`spikeflow.service.repeats`): it drops one whose seq it has already published, counted in
-``duplicates_dropped``, so a subscriber sees each packet once.
+``duplicates_dropped``, so a subscriber sees each packet once. That holds across a restart of
+its own worker too (the common case: the resumed source is in the same worker): under the
+daemon it keeps the last seq it handled per replayable stream in a memory-mapped file
+(:mod:`spikeflow.service.sent_seqs`), which a ``kill -9`` leaves intact, and its successor
+starts from it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,6 +42,9 @@ from spikeflow.service.protocol import (RejectCounter, SeqTracker, encode, recei
                                         recv_packet)
 from spikeflow.service.registry import register
 from spikeflow.service.repeats import RepeatFilter
+from spikeflow.service.sent_seqs import SentSeqs, SeqFileError, read_seqs
+
+log = logging.getLogger("spikeflow.publish")
 
 INPUT_REJECTS = ("unexpected_kind", "sensor_size", "out_of_bounds", "unsorted", "window")
 """Reasons ``zmq_input`` adds to the protocol's own when it refuses a well-formed packet."""
@@ -224,6 +233,8 @@ class Publish(Node):
         self._last_seq: dict[str, int] = {}
         self._hb_seq = 0
         self._repeats = RepeatFilter()
+        self._sent_seqs: SentSeqs | None = None   # what a successor must not publish again
+        self.restored_seqs: dict[str, int] | None = None   # what a predecessor had handled
         self.endpoint = self.params.endpoint
 
     def setup(self, meta: dict[str, PortMeta]) -> dict[str, PortMeta]:
@@ -233,6 +244,40 @@ class Publish(Node):
     def set_replayable_streams(self, streams) -> None:
         """Streams whose ``(stream, seq)`` identifies a packet: their repeats are not published."""
         self._repeats = RepeatFilter(streams)
+
+    def use_state_dir(self, directory, restarted: bool) -> None:
+        """Keep the last seq handled per replayable stream in ``<directory>/<name>.seqs`` (the
+        runtime calls this, after :meth:`set_replayable_streams`, with a directory that outlives
+        the worker). In a ``restarted`` worker, first read what the predecessor handled and
+        drop it when the resumed source sends it again; a missing or unreadable file is logged
+        and treated as empty (those repeats are then published again)."""
+        streams = self._repeats.streams
+        if not streams:
+            return
+        path = Path(directory) / f"{self.name}.seqs"
+        seeds: dict[str, int] = {}
+        if restarted:
+            try:
+                seeds = read_seqs(path, streams)
+            except FileNotFoundError:
+                log.warning("publish %s: %s is missing; repeats of a resumed source may be published again",
+                            self.name, path)
+            except (OSError, SeqFileError) as e:
+                log.warning("publish %s: cannot use %s (%s); repeats of a resumed source may be published again",
+                            self.name, path, e)
+            for stream, seq in seeds.items():
+                self._repeats.seen(stream, seq)
+                self._last_seq[stream] = seq   # heartbeats announce it: a lost tail shows as a gap
+            self.restored_seqs = dict(seeds)
+            log.info("publish %s continues after %s", self.name,
+                     ", ".join(f"{s} seq {q}" for s, q in sorted(seeds.items())) or "nothing published")
+        if self._sent_seqs is not None:
+            self._sent_seqs.close()
+        try:
+            self._sent_seqs = SentSeqs(path, streams, seeds)
+        except (OSError, SeqFileError) as e:   # the node still publishes; only its successor knows less
+            log.warning("publish %s: cannot keep %s (%s): after a restart, repeats may be published again",
+                        self.name, path, e)
 
     def _open(self) -> zmq.Socket:
         if self._sock is None:
@@ -317,7 +362,7 @@ class Publish(Node):
         if p.policy == "realtime" and p.max_age_ms and now_ns() - packet.sent_ns > p.max_age_ms * 1e6:
             self.dropped_late += 1
             with self._lock:
-                self._last_seq[packet.stream] = packet.seq   # heartbeats reveal drops at a stream's tail
+                self._handled(packet)   # heartbeats reveal drops at a stream's tail
             return {}
         frames = encode(packet, topic=p.topic.encode() if p.topic else None)
         backoff_s = 0.0005
@@ -329,12 +374,12 @@ class Publish(Node):
                     self.sent += 1
                     # set only once sent (or dropped): a heartbeat must never announce a seq
                     # that is still waiting here, or a subscriber would count a false gap
-                    self._last_seq[packet.stream] = packet.seq
+                    self._handled(packet)
                     break
                 except zmq.Again:
                     if p.policy == "realtime":
                         self.dropped_slow += 1
-                        self._last_seq[packet.stream] = packet.seq
+                        self._handled(packet)
                         break
                 self._read_subscriptions()
             # lossless: a subscriber is full; XPUB cannot be polled for room, so back off
@@ -343,13 +388,20 @@ class Publish(Node):
             if self._stop.wait(backoff_s):
                 with self._lock:
                     self.dropped_slow += 1
-                    self._last_seq[packet.stream] = packet.seq
+                    self._handled(packet)
                 break
             backoff_s = min(backoff_s * 2, 0.02)
         if t_wait is not None:
             self._waiting_since = None
             self.wait_ns += time.perf_counter_ns() - t_wait
         return {}
+
+    def _handled(self, packet: Packet) -> None:
+        """``packet`` was handed to ZeroMQ, or dropped and counted: it is never sent again,
+        by this process (heartbeats announce its seq) nor by a successor (the seq file)."""
+        self._last_seq[packet.stream] = packet.seq
+        if self._sent_seqs is not None:
+            self._sent_seqs.mark(packet.stream, packet.seq)
 
     def flush(self) -> dict[str, list[Packet]]:
         """End of stream: a heartbeat flagged ``eos`` tells subscribers nothing more is coming.
@@ -389,7 +441,7 @@ class Publish(Node):
                 "dropped": self.dropped_slow + self.dropped_late, "dropped_slow": self.dropped_slow,
                 "dropped_late": self.dropped_late, "subscriptions": sum(self._subs.values()),
                 "heartbeats": self.heartbeats, "wait_ns": self.wait_ns + self._current_wait_ns(),
-                "duplicates_dropped": self._repeats.dropped}
+                "duplicates_dropped": self._repeats.dropped, "restored_seqs": self.restored_seqs}
 
     def close(self) -> None:
         self._stop.set()
@@ -400,3 +452,6 @@ class Publish(Node):
             if self._sock is not None:
                 self._sock.close()   # lingers up to linger_ms for queued messages
                 self._sock = None
+        if self._sent_seqs is not None:
+            self._sent_seqs.close(remove=True)   # a clean end: no successor will resume from it
+            self._sent_seqs = None

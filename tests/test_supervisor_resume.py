@@ -152,6 +152,160 @@ worker = "io"
     assert d.terminate() == 0
 
 
+def test_publish_in_the_killed_source_worker_publishes_each_packet_once(daemons, tmp_path, nmnist):  # noqa: F811
+    """replay -> publish in ONE worker (the default), killed with SIGKILL mid-stream. The publish
+    dies with the source; its successor reads the last seq its predecessor handed to ZeroMQ from
+    the memory-mapped ``<run_dir>/<name>.state/pub.seqs`` and drops the resumed source's repeats:
+    the subscriber, which does no dedupe of its own, gets the recording bit-exact, every seq
+    once, in order. (Without that file the repeats were published again.)"""
+    from spikeflow.service.client import Subscriber
+    from spikeflow.service.sent_seqs import read_seqs
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    graph = f"""
+[graph]
+name = "d"
+heartbeat_s = 0.2
+liveness_s = 5.0
+drain_timeout_s = 5.0
+[nodes.src]
+type = "replay"
+params = {{ path = "{nmnist}", speed = 0.1, window_us = 1000 }}
+[nodes.pub]
+type = "publish"
+inputs = {{ events_in = "src.events_out" }}
+params = {{ endpoint = "{ep}", policy = "lossless", min_subscribers = 1 }}
+"""
+    sub = Subscriber(ep, rcvhwm=10_000)
+    got = []
+
+    def receive_until(pred, timeout_s, what):
+        deadline = time.monotonic() + timeout_s
+        while not pred():
+            assert time.monotonic() < deadline, f"{what} not reached in {timeout_s}s ({len(got)} packets)"
+            pkt = sub.recv(100)
+            if pkt is not None:
+                got.append(pkt)
+
+    try:
+        d = daemons(graph, tmp_path, "pubonce")
+        seqs_file = d.run_dir / "pubonce.state" / "pub.seqs"
+        receive_until(lambda: len(got) >= 60, 60, "60 packets")
+        # what the subscriber has is in the file (marked right after the hand-over to ZeroMQ,
+        # whose I/O thread may deliver it first)
+        wait_until(lambda: read_seqs(seqs_file, ["src.events_out"]).get("src.events_out", -1) >= got[-1].seq,
+                   10, "the subscriber's last seq in the seq file")
+        st = d.client.status()
+        assert list(st["workers"]) == ["main"]
+        os.kill(st["workers"]["main"]["pid"], signal.SIGKILL)
+        before = len(got)
+        receive_until(lambda: sub.ended, 90, "end of stream after the restart")
+        st = d.wait_status(lambda s: s["workers"]["main"]["state"] == "done", timeout_s=60, what="stream done")
+        m = d.client.metrics()
+    finally:
+        sub.close()
+    assert st["restarts"] == 1 and st["workers"]["main"]["incarnation"] == 1
+    ev, _ = read_recording(nmnist)
+    assert [p.seq for p in got] == list(range(len(got)))  # exactly once: no repeat, no gap
+    np.testing.assert_array_equal(np.concatenate([p.events for p in got]), ev)
+    assert sub.missing == 0
+    log = d.log.read_text()
+    resumed_at = int(re.search(r"worker main: sources resume at src packet (\d+)", log).group(1))
+    assert 0 < resumed_at <= before
+    # the successor continued after what its predecessor had handed to ZeroMQ, and the resumed
+    # source's packets up to there were dropped by the publish (they never reached a socket)
+    pub = m["nodes"]["pub"]["stats"]
+    restored = pub["restored_seqs"]["src.events_out"]
+    assert before - 1 <= restored < len(got)
+    assert pub["duplicates_dropped"] == restored - resumed_at + 1 > 0
+    assert f"publish pub continues after src.events_out seq {restored}" in log
+    assert not seqs_file.exists()  # removed by the clean close at the end of the stream
+    assert d.terminate() == 0
+    assert not seqs_file.parent.exists()  # the daemon's state directory goes with it
+
+
+STREAMS = ("src.events_out", "sim.events_out")   # a graph's replayable streams, for the seq-file tests
+
+
+def _publish(seqs_dir, restarted: bool):
+    """A ``publish`` on a free loopback port, using ``seqs_dir`` as the daemon's state dir would."""
+    from spikeflow.service.zmq_nodes import Publish
+
+    node = Publish("pub", build_params(Publish, {"endpoint": "tcp://127.0.0.1:*", "heartbeat_ms": 0,
+                                                 "linger_ms": 0}, key="nodes.pub.params"))
+    node.setup({})
+    node.set_replayable_streams(STREAMS)
+    node.use_state_dir(seqs_dir, restarted)
+    return node
+
+
+def _killed(node) -> None:
+    """Leave ``node``'s seq file as a kill -9 would (mapped stores in it, not removed), then
+    release its socket."""
+    node._sent_seqs.close(remove=False)
+    node._sent_seqs = None
+    node.close()
+
+
+def _events_packet(seq: int):
+    from spikeflow.service.events import EVENT_DTYPE, SensorSize
+    from spikeflow.service.packet import Packet
+
+    return Packet("events", "src.events_out", seq, SensorSize(4, 4, 2), seq, seq + 1, 1, np.zeros(0, EVENT_DTYPE))
+
+
+@pytest.mark.parametrize("left", ["missing", "garbage", "truncated", "other graph"])
+def test_publish_starts_empty_from_an_unusable_seq_file(tmp_path, caplog, left):
+    """A restarted ``publish`` whose seq file is missing or cannot be trusted logs a warning and
+    starts empty (it publishes what it gets) instead of failing; it then keeps a new, whole
+    file. A fresh ``publish`` replaces whatever file it finds; a clean close removes it."""
+    from spikeflow.service.sent_seqs import SentSeqs, read_seqs
+
+    path = tmp_path / "pub.seqs"
+    if left == "garbage":
+        path.write_bytes(b"not a seq file at all")
+    elif left == "truncated":
+        SentSeqs(path, STREAMS, {"src.events_out": 7}).close(remove=False)
+        path.write_bytes(path.read_bytes()[:-3])
+    elif left == "other graph":
+        SentSeqs(path, ["elsewhere.events_out"], {"elsewhere.events_out": 7}).close(remove=False)
+    with caplog.at_level("WARNING", logger="spikeflow.publish"):
+        node = _publish(tmp_path, restarted=True)
+    assert "repeats of a resumed source may be published again" in caplog.text
+    assert node.restored_seqs == {}
+    assert read_seqs(path, STREAMS) == {}
+    node.process("events_in", _events_packet(0))
+    assert node.stats()["sent"] == 1 and read_seqs(path, STREAMS) == {"src.events_out": 0}
+    node.close()
+    assert not path.exists()
+
+
+def test_publish_seq_file_seeds_a_restarted_publish_and_not_a_fresh_one(tmp_path):
+    """What one ``publish`` handed to ZeroMQ (its file, left by a kill: no close) is dropped by a
+    restarted successor, which goes on from there; a fresh one starts a new file."""
+    from spikeflow.service.sent_seqs import read_seqs
+
+    first = _publish(tmp_path, restarted=False)
+    for seq in range(5):
+        first.process("events_in", _events_packet(seq))
+    _killed(first)
+    assert read_seqs(tmp_path / "pub.seqs", STREAMS) == {"src.events_out": 4}
+    second = _publish(tmp_path, restarted=True)
+    assert second.restored_seqs == {"src.events_out": 4}
+    for seq in range(3, 7):   # a resumed source sends 3 and 4 again
+        second.process("events_in", _events_packet(seq))
+    st = second.stats()
+    assert st["sent"] == 2 and st["duplicates_dropped"] == 2
+    assert read_seqs(tmp_path / "pub.seqs", STREAMS) == {"src.events_out": 6}
+    _killed(second)
+    fresh = _publish(tmp_path, restarted=False)
+    assert fresh.restored_seqs is None and read_seqs(tmp_path / "pub.seqs", STREAMS) == {}
+    fresh.process("events_in", _events_packet(0))
+    assert fresh.stats()["sent"] == 1
+    fresh.close()
+    assert not (tmp_path / "pub.seqs").exists()
+
+
 def _journal_seq(path) -> int:
     """The last seq of ``src.events_out`` that a record's journal says its file holds (-1: none)."""
     try:
