@@ -66,13 +66,44 @@ def background_activity_(last_t_us, x, y, t, window_us, radius, eight, keep):
 
 
 @njit(cache=True)
+def _recent_neighbour8_interior(last_t_us, xi, yi, ti, window):
+    """:func:`_recent_neighbour` for radius 1, eight neighbours, a pixel not on the border: the
+    eight ages compared at once, unsigned (a negative age wraps to a huge value), no bounds
+    checks, no branches."""
+    r0 = last_t_us[yi - 1]
+    r1 = last_t_us[yi]
+    r2 = last_t_us[yi + 1]
+    return ((np.uint64(ti - r0[xi - 1]) < window) | (np.uint64(ti - r0[xi]) < window)
+            | (np.uint64(ti - r0[xi + 1]) < window) | (np.uint64(ti - r1[xi - 1]) < window)
+            | (np.uint64(ti - r1[xi + 1]) < window) | (np.uint64(ti - r2[xi - 1]) < window)
+            | (np.uint64(ti - r2[xi]) < window) | (np.uint64(ti - r2[xi + 1]) < window))
+
+
+@njit(cache=True)
+def _recent_neighbour4_interior(last_t_us, xi, yi, ti, window):
+    """The same for the 4-connected cross of radius 1 (tonic's ``Denoise``)."""
+    r1 = last_t_us[yi]
+    return ((np.uint64(ti - last_t_us[yi - 1, xi]) < window) | (np.uint64(ti - r1[xi - 1]) < window)
+            | (np.uint64(ti - r1[xi + 1]) < window) | (np.uint64(ti - last_t_us[yi + 1, xi]) < window))
+
+
+@njit(cache=True)
 def background_activity_compact_(last_t_us, events, window_us, radius, eight, out):
     """:func:`background_activity_` on a structured event array (fields t, x, y), copying each
     kept event to ``out`` (same dtype, at least as long) in order.
-    Returns ``(n_kept, out_of_range)``: the kept events are ``out[:n_kept]``."""
+    Returns ``(n_kept, out_of_range)``: the kept events are ``out[:n_kept]``.
+
+    Why it differs from the mask kernel: every event inside the sensor is copied to
+    ``out[n_kept]`` and ``n_kept`` grows only when it is kept (no branch on the outcome, which
+    real data makes unpredictable), and a radius-1 neighbourhood (8 or 4 neighbours) of a pixel
+    off the border is tested in one branch-free expression: 3.3x faster on DVS128 Gesture at the
+    default 5 ms window (21.5 -> 6.5 ns per event, bench/bench_filters.py), same events kept.
+    """
     h, w = last_t_us.shape
     out_of_range = 0
     n_kept = 0
+    window = np.uint64(window_us)
+    fast = radius == 1
     for i in range(events.shape[0]):
         xi = np.int64(events[i].x)
         yi = np.int64(events[i].y)
@@ -80,9 +111,15 @@ def background_activity_compact_(last_t_us, events, window_us, radius, eight, ou
         if xi < 0 or yi < 0 or xi >= w or yi >= h:
             out_of_range += 1
             continue
-        if _recent_neighbour(last_t_us, xi, yi, ti, window_us, radius, eight):
-            out[n_kept] = events[i]
-            n_kept += 1
+        if fast and xi >= 1 and yi >= 1 and xi < w - 1 and yi < h - 1:
+            if eight:
+                hit = _recent_neighbour8_interior(last_t_us, xi, yi, ti, window)
+            else:
+                hit = _recent_neighbour4_interior(last_t_us, xi, yi, ti, window)
+        else:
+            hit = _recent_neighbour(last_t_us, xi, yi, ti, window_us, radius, eight)
+        out[n_kept] = events[i]
+        n_kept += np.int64(hit)
         last_t_us[yi, xi] = ti
     return n_kept, out_of_range
 
