@@ -96,8 +96,8 @@ def background_activity_compact_(last_t_us, events, window_us, radius, eight, ou
     Why it differs from the mask kernel: every event inside the sensor is copied to
     ``out[n_kept]`` and ``n_kept`` grows only when it is kept (no branch on the outcome, which
     real data makes unpredictable), and a radius-1 neighbourhood (8 or 4 neighbours) of a pixel
-    off the border is tested in one branch-free expression: 3.3x faster on DVS128 Gesture at the
-    default 5 ms window (21.5 -> 6.5 ns per event, bench/bench_filters.py), same events kept.
+    off the border is tested in one branch-free expression: 2.8x faster on DVS128 Gesture at the
+    default 5 ms window (18.8 -> 6.6 ns per event, bench/bench_filters.py), same events kept.
     """
     h, w = last_t_us.shape
     out_of_range = 0
