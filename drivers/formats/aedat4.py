@@ -26,7 +26,6 @@ Stream choice: the event stream with the lowest id (as tonic/aedat do), or ``str
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import struct
 import xml.etree.ElementTree as ET
@@ -43,6 +42,7 @@ from spikeflow.service.events import EVENT_DTYPE, SensorSize
 
 from ..recording import Format, Reader, RecordingInfo, Writer, register_format
 from . import aedat_kernels as K
+from .mapping import mapped_file
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 COMPRESSIONS = {0: "NONE", 1: "LZ4", 2: "LZ4_HIGH", 3: "ZSTD", 4: "ZSTD_HIGH"}
@@ -318,23 +318,10 @@ class Aedat4Reader(Reader):
         truncated by another process while it is mapped raises SIGBUS, as with ``np.memmap``.)"""
         if self._compression > 2:
             return super().read_all()
-        try:
-            fd = os.open(self._path_str, os.O_RDONLY)
-            try:
-                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-        except (OSError, ValueError):
-            return super().read_all()
-        try:
-            if len(mm) < self._data_end:
+        with mapped_file(self._path_str) as mm:
+            if mm is None or len(mm) < self._data_end:
                 return super().read_all()
             return self._walk_mapped(np.frombuffer(mm, np.uint8))
-        finally:
-            try:
-                mm.close()
-            except BufferError:  # a view outlived the call (only if the kernel raised): GC unmaps it
-                pass
 
     def _walk_mapped(self, buf: np.ndarray) -> np.ndarray:
         ids, skipped, state, scratch, args = self._walk_setup()

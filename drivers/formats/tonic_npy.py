@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import mmap
 import os
 import re
 from pathlib import Path
@@ -40,6 +39,7 @@ from spikeflow.service.events import EVENT_DTYPE, SensorSize
 from ..recording import Format, Reader, RecordingInfo, Writer, register_format
 from . import npy_kernels as K
 from .checks import check_chunk, check_writable, parse_sensor_size, read_sidecar
+from .mapping import mapped_file
 
 MAGIC = b"\x93NUMPY"
 T_SCALE = {"s": 1_000_000, "ms": 1_000, "us": 1}
@@ -270,17 +270,9 @@ class NpyReader(Reader):
         then decodes it and words the error. (A file truncated by another process while it is
         mapped raises SIGBUS, as with ``np.memmap``/``np.load(mmap_mode=...)``.)"""
         _, _, dtype, offset, _, columns, _ = self._layout
-        try:
-            fd = os.open(self._path_str, os.O_RDONLY)
-            try:
-                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-        except (OSError, ValueError):
-            return None
-        try:
+        with mapped_file(self._path_str) as mm:
             count = n * (4 if columns else 1)
-            if len(mm) < offset + count * dtype.itemsize:
+            if mm is None or len(mm) < offset + count * dtype.itemsize:
                 return None
             out = np.empty(n, EVENT_DTYPE)
             ss = self.info.sensor_size
@@ -293,11 +285,6 @@ class NpyReader(Reader):
                                          c("y"), c("p"), out, 0, ss.width, ss.height, _INT64_MIN,
                                          self._check_order)[1]
             return out if code == K.OK else None
-        finally:
-            try:
-                mm.close()
-            except BufferError:  # a view outlived the call (only if the kernel raised): GC unmaps it
-                pass
 
     def _buffer(self, m: int) -> np.ndarray | None:
         """The raw read buffer of ``m`` records (none for our own layout: read in place)."""
