@@ -534,6 +534,20 @@ def xxh32(buf, start, n, seed):
 
 
 @njit(cache=True, nogil=True)
+def _lz4_extend(src, ip, iend, length):
+    """An LZ4 length of 15 continues in bytes that add up until one is not 255: ``(length,
+    position after them)``, or ``(length, -1)`` when the block ends first."""
+    while True:
+        if ip >= iend:
+            return length, -1
+        b = _load_u8(src, ip)
+        ip += 1
+        length += b
+        if b != 255:
+            return length, ip
+
+
+@njit(cache=True, nogil=True)
 def lz4_block_decode(src, ip, iend, dst, op, oend, lo):
     """Decode the LZ4 block ``src[ip:iend]`` into ``dst[op:oend]``; matches may reach back to ``lo``.
 
@@ -571,14 +585,9 @@ def lz4_block_decode(src, ip, iend, dst, op, oend, lo):
             ml = token & 15  # a short or invalid offset: the checked match copy below
         else:
             if lit == 15:
-                while True:
-                    if ip >= iend:
-                        return -1
-                    b = _load_u8(src, ip)
-                    ip += 1
-                    lit += b
-                    if b != 255:
-                        break
+                lit, ip = _lz4_extend(src, ip, iend, lit)
+                if ip < 0:
+                    return -1
             if ip + lit > iend:
                 return -1
             if op + lit > oend:
@@ -602,14 +611,9 @@ def lz4_block_decode(src, ip, iend, dst, op, oend, lo):
             ip += 2
             ml = token & 15
             if ml == 15:
-                while True:
-                    if ip >= iend:
-                        return -1
-                    b = _load_u8(src, ip)
-                    ip += 1
-                    ml += b
-                    if b != 255:
-                        break
+                ml, ip = _lz4_extend(src, ip, iend, ml)
+                if ip < 0:
+                    return -1
         ml += 4
         m = op - off
         if off == 0 or m < lo:
