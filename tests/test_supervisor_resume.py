@@ -79,17 +79,11 @@ def nmnist(shared):
     return shared("recordings/tonic-testdata/sample_nmnist.bin")
 
 
-def test_killed_source_worker_resumes_its_stream(daemons, tmp_path, nmnist):  # noqa: F811
-    """kill -9 of the worker that replays a file: the restarted worker continues the stream
-    where it was instead of replaying the file from its start, sending again (with their
-    original seq) the packets since its settled position. The receiving end of the edge, in the
-    living worker, drops those repeats and counts them: the subscriber, which does no dedupe of
-    its own, gets the whole recording bit-exact, every seq once, in order, without a gap. The
-    successor is the daemon's warm spare; the restart is counted and timed."""
-    from spikeflow.service.client import Subscriber
-
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    graph = f"""
+def _replay_publish_graph(nmnist, ep: str, publish_worker: str | None = None) -> str:
+    """replay (at a tenth of real time) -> lossless publish on ``ep``, fast heartbeats; the
+    publish in its own worker when ``publish_worker`` names one."""
+    worker = f'worker = "{publish_worker}"\n' if publish_worker else ""
+    return f"""
 [graph]
 name = "d"
 heartbeat_s = 0.2
@@ -102,11 +96,12 @@ params = {{ path = "{nmnist}", speed = 0.1, window_us = 1000 }}
 type = "publish"
 inputs = {{ events_in = "src.events_out" }}
 params = {{ endpoint = "{ep}", policy = "lossless", min_subscribers = 1 }}
-worker = "io"
-"""
-    sub = Subscriber(ep, rcvhwm=10_000)
-    got = []
+{worker}"""
 
+
+def _collector(sub, got: list):
+    """``receive_until(pred, timeout_s, what)``: append what ``sub`` receives to ``got`` until
+    ``pred()`` holds, failing after ``timeout_s``."""
     def receive_until(pred, timeout_s, what):
         deadline = time.monotonic() + timeout_s
         while not pred():
@@ -114,6 +109,35 @@ worker = "io"
             pkt = sub.recv(100)
             if pkt is not None:
                 got.append(pkt)
+    return receive_until
+
+
+def _assert_exactly_once(got, sub, nmnist, log: str, before: int) -> int:
+    """The subscriber got every seq once, in order, no gap, and the recording bit-exact; the
+    source resumed at a position it had reached before the kill. Returns that position."""
+    ev, _ = read_recording(nmnist)
+    assert [p.seq for p in got] == list(range(len(got)))  # exactly once: no repeat, no gap
+    np.testing.assert_array_equal(np.concatenate([p.events for p in got]), ev)
+    assert sub.missing == 0
+    resumed_at = int(re.search(r"worker main: sources resume at src packet (\d+)", log).group(1))
+    assert 0 < resumed_at <= before
+    return resumed_at
+
+
+def test_killed_source_worker_resumes_its_stream(daemons, tmp_path, nmnist):  # noqa: F811
+    """kill -9 of the worker that replays a file: the restarted worker continues the stream
+    where it was instead of replaying the file from its start, sending again (with their
+    original seq) the packets since its settled position. The receiving end of the edge, in the
+    living worker, drops those repeats and counts them: the subscriber, which does no dedupe of
+    its own, gets the whole recording bit-exact, every seq once, in order, without a gap. The
+    successor is the daemon's warm spare; the restart is counted and timed."""
+    from spikeflow.service.client import Subscriber
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    graph = _replay_publish_graph(nmnist, ep, publish_worker="io")
+    sub = Subscriber(ep, rcvhwm=10_000)
+    got = []
+    receive_until = _collector(sub, got)
 
     try:
         d = daemons(graph, tmp_path, "resume")
@@ -133,13 +157,8 @@ worker = "io"
     assert st["workers"]["main"]["pid"] == spare["pid"]  # the successor is the warm spare
     timing = st["workers"]["main"]["last_restart"]
     assert timing["why"] == "signal 9" and 0 < timing["ready_s"] <= timing["flowing_s"]
-    ev, _ = read_recording(nmnist)
-    assert [p.seq for p in got] == list(range(len(got)))  # exactly once: no repeat, no gap
-    np.testing.assert_array_equal(np.concatenate([p.events for p in got]), ev)
-    assert sub.missing == 0
     log = d.log.read_text()
-    resumed_at = int(re.search(r"worker main: sources resume at src packet (\d+)", log).group(1))
-    assert 0 < resumed_at <= before
+    resumed_at = _assert_exactly_once(got, sub, nmnist, log, before)
     assert f"source src resumes at packet {resumed_at}" in log
     # the successor did send repeats: the receiving end of the edge dropped them, counted
     edge = m["edges"]["pub.events_in"]["recv"]
@@ -162,30 +181,10 @@ def test_publish_in_the_killed_source_worker_publishes_each_packet_once(daemons,
     from spikeflow.service.sent_seqs import read_seqs
 
     ep = f"tcp://127.0.0.1:{free_port()}"
-    graph = f"""
-[graph]
-name = "d"
-heartbeat_s = 0.2
-liveness_s = 5.0
-drain_timeout_s = 5.0
-[nodes.src]
-type = "replay"
-params = {{ path = "{nmnist}", speed = 0.1, window_us = 1000 }}
-[nodes.pub]
-type = "publish"
-inputs = {{ events_in = "src.events_out" }}
-params = {{ endpoint = "{ep}", policy = "lossless", min_subscribers = 1 }}
-"""
+    graph = _replay_publish_graph(nmnist, ep)
     sub = Subscriber(ep, rcvhwm=10_000)
     got = []
-
-    def receive_until(pred, timeout_s, what):
-        deadline = time.monotonic() + timeout_s
-        while not pred():
-            assert time.monotonic() < deadline, f"{what} not reached in {timeout_s}s ({len(got)} packets)"
-            pkt = sub.recv(100)
-            if pkt is not None:
-                got.append(pkt)
+    receive_until = _collector(sub, got)
 
     try:
         d = daemons(graph, tmp_path, "pubonce")
@@ -205,13 +204,8 @@ params = {{ endpoint = "{ep}", policy = "lossless", min_subscribers = 1 }}
     finally:
         sub.close()
     assert st["restarts"] == 1 and st["workers"]["main"]["incarnation"] == 1
-    ev, _ = read_recording(nmnist)
-    assert [p.seq for p in got] == list(range(len(got)))  # exactly once: no repeat, no gap
-    np.testing.assert_array_equal(np.concatenate([p.events for p in got]), ev)
-    assert sub.missing == 0
     log = d.log.read_text()
-    resumed_at = int(re.search(r"worker main: sources resume at src packet (\d+)", log).group(1))
-    assert 0 < resumed_at <= before
+    resumed_at = _assert_exactly_once(got, sub, nmnist, log, before)
     # the successor continued after what its predecessor had handed to ZeroMQ, and the resumed
     # source's packets up to there were dropped by the publish (they never reached a socket)
     pub = m["nodes"]["pub"]["stats"]
