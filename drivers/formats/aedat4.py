@@ -192,9 +192,9 @@ class Aedat4Reader(Reader):
         path = self._path_str  # os-level calls on the string path: pathlib and io.open's buffered
         try:                   # files are a visible share of opening a small recording
             fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise   # Reader words it as every format does: "no such file"
         except OSError as e:
-            if isinstance(e, FileNotFoundError):
-                raise
             raise RecordingError(path, f"cannot open: {e.strerror or e}") from None
         try:
             file_size = os.fstat(fd).st_size
