@@ -149,21 +149,60 @@ def refractory_(last_t_us, x, y, t, refractory_us, keep):
 
 
 @njit(cache=True)
-def refractory_compact_(last_t_us, events, refractory_us, out):
-    """:func:`refractory_` on a structured event array, copying each kept event to ``out``.
-    Returns ``(n_kept, out_of_range)``."""
+def _copy_prefix(events, out, n):
+    """``out[:n] = events[:n]`` (once per packet, at its first dropped event)."""
+    for j in range(n):
+        out[j] = events[j]
+
+
+@njit(cache=True)
+def _refractory_copy_from(last_t_us, events, refractory_us, out, start):
+    """The rest of :func:`refractory_compact_` once ``events[:start]`` are kept and copied:
+    each later kept event is copied to ``out[n_kept]``. Returns ``(n_kept, out_of_range)``."""
     h, w = last_t_us.shape
     out_of_range = 0
-    n_kept = 0
-    for i in range(events.shape[0]):
-        xi = np.int64(events[i].x)
-        yi = np.int64(events[i].y)
+    n_kept = start
+    for j in range(start, events.shape[0]):
+        e = events[np.uint64(j)]   # (unsigned indices: start >= 0 is not known to the compiler,
+        xi = np.int64(e.x)         # and a signed index would be checked for wrap-around)
+        yi = np.int64(e.y)
         if xi < 0 or yi < 0 or xi >= w or yi >= h:
             out_of_range += 1
             continue
-        ti = np.int64(events[i].t)
+        ti = np.int64(e.t)
         if ti - last_t_us[yi, xi] >= refractory_us:
-            out[n_kept] = events[i]
+            out[np.uint64(n_kept)] = e
             n_kept += 1
             last_t_us[yi, xi] = ti
     return n_kept, out_of_range
+
+
+@njit(cache=True)
+def refractory_compact_(last_t_us, events, refractory_us, out):
+    """:func:`refractory_` on a structured event array, copying the kept events to ``out``.
+    Returns ``(n_kept, out_of_range)``. When every event is kept (``n_kept == len(events)``)
+    ``out`` is left untouched: the kept events are ``events`` itself.
+
+    Why two loops: the first runs while every event is kept and copies nothing, so a packet
+    that loses nothing is never copied; from the first dropped event on, the events before it
+    are copied at once and each later kept event after them. (A branch-free copy, as in
+    :func:`background_activity_compact_`, was slower here: 7.1 against 5.2 ns per event on
+    DVS128 Gesture at 1 ms.)
+    """
+    h, w = last_t_us.shape
+    n = events.shape[0]
+    i = 0
+    while i < n:   # everything kept so far
+        xi = np.int64(events[i].x)
+        yi = np.int64(events[i].y)
+        if xi < 0 or yi < 0 or xi >= w or yi >= h:
+            break
+        ti = np.int64(events[i].t)
+        if ti - last_t_us[yi, xi] < refractory_us:
+            break
+        last_t_us[yi, xi] = ti
+        i += 1
+    if i == n:
+        return n, 0
+    _copy_prefix(events, out, i)
+    return _refractory_copy_from(last_t_us, events, refractory_us, out, i)

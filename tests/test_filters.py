@@ -86,9 +86,40 @@ def test_refractory_compact_kernel_matches_naive(seed):
     last = np.full((h, w), NEVER_US, np.int64)
     out = np.zeros(len(ev), EVENT_DTYPE)
     n_kept, oor = refractory_compact_(last, ev, refr, out)
-    np.testing.assert_array_equal(out[:n_kept], ev[naive.refractory(ev, (w, h), refr)])
+    kept = ev if n_kept == len(ev) else out[:n_kept]   # everything kept: nothing copied
+    np.testing.assert_array_equal(kept, ev[naive.refractory(ev, (w, h), refr)])
     last2 = np.full((h, w), NEVER_US, np.int64)
     assert oor == refractory_(last2, ev["x"], ev["y"], ev["t"], refr, np.zeros(len(ev), bool))
+    np.testing.assert_array_equal(last, last2)
+
+
+@pytest.mark.parametrize("first_drop,why", [(None, ""), (0, "range"), (1, "refractory"), (500, "range"),
+                                            (500, "refractory"), (999, "refractory")])
+def test_refractory_compact_copies_only_from_the_first_dropped_event(first_drop, why):
+    """A packet that loses nothing is not copied (``out`` untouched); one that loses event k
+    (outside the sensor, or too soon after the event before it on the same pixel) has events
+    [0, k) copied at once and the others after them, as the mask kernel keeps them."""
+    rng = np.random.default_rng(7)
+    ev = np.zeros(1000, EVENT_DTYPE)
+    ev["t"] = np.arange(1000) * 10
+    pixels = rng.permutation(64 * 64)[:1000]   # one event per pixel: nothing refractory by chance
+    ev["x"], ev["y"] = pixels % 64, pixels // 64
+    if why == "range":
+        ev["x"][first_drop] = 64   # outside the 64 x 64 sensor
+    elif why == "refractory":
+        ev[["x", "y"]][first_drop] = ev[["x", "y"]][first_drop - 1]   # 10 us after, refractory 20 us
+    last = np.full((64, 64), NEVER_US, np.int64)
+    out = np.full(1000, 0x55, EVENT_DTYPE)
+    untouched = out.copy()
+    n_kept, oor = refractory_compact_(last, ev, 20, out)
+    if first_drop is None:
+        assert (n_kept, oor) == (1000, 0)
+        np.testing.assert_array_equal(out, untouched)
+    else:
+        assert (n_kept, oor) == (999, int(why == "range"))
+        np.testing.assert_array_equal(out[:999], np.delete(ev, first_drop))
+    last2 = np.full((64, 64), NEVER_US, np.int64)
+    refractory_(last2, ev["x"], ev["y"], ev["t"], 20, np.zeros(1000, bool))
     np.testing.assert_array_equal(last, last2)
 
 
