@@ -3,7 +3,7 @@
     .venv/bin/python bench/runtime_hops.py [--repeats 3] [--quick] [--only throughput|latency] [--sizes 1000 ...]
 
 Graph: zmq_input (fed from memory) -> refractory_filter (0 µs: passes everything, one kernel
-pass and one copy) -> refractory_filter -> print sink, with the nodes spread over 1, 2 or 3
+pass that reads every event, no copy) -> refractory_filter -> print sink, with the nodes spread over 1, 2 or 3
 worker processes (0, 1, 2 hops) by the daemon, edges lossless over ipc or tcp. The source is a
 ``zmq_input`` (``check_events = false``) that this script feeds from a PUSH socket with 1 ms
 packets of K events held in memory and encoded before the clock starts, so the runtime (not a
