@@ -13,6 +13,7 @@ drain, so a file is complete after SIGTERM. Network sources and sinks (``zmq_inp
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -28,6 +29,8 @@ from spikeflow.service.events import EVENT_DTYPE, SensorSize, window_bounds
 from spikeflow.service.packet import Packet, events_packet, now_ns
 from spikeflow.service.registry import register
 from spikeflow.service.repeats import RepeatFilter
+
+log = logging.getLogger(__name__)
 
 
 def resolve_recording(path: str, key: str) -> Path:
@@ -382,8 +385,9 @@ class RecordParams:
 
 
 JOURNAL_SUFFIX = ".journal"
-"""Beside a ``.sfe`` being recorded: one JSON line per commit (byte offset, events, last seq per
-stream); removed when the file is closed complete."""
+"""Beside a file being recorded: for ``.sfe``, one JSON line per commit (byte offset, events,
+last seq per stream); for other formats one line naming the format (the file is being written).
+Removed when the file is closed complete."""
 
 
 @register
@@ -401,7 +405,8 @@ class Record(Node):
     worker never settles past what the file holds; :meth:`continue_after_restart` (the runtime
     calls it in a restarted worker) cuts the file back to the last commit and appends from
     there, dropping the packets of replayable streams it already holds (``service.repeats``).
-    Other formats cannot be continued: a restarted worker starts them anew.
+    Other formats cannot be continued: a restarted worker keeps its predecessor's file as
+    ``<stem>.partial-<k><suffix>`` (nothing already written is destroyed) and starts a new one.
     """
 
     type_name = "record"
@@ -430,6 +435,8 @@ class Record(Node):
         self._last_commit_ns = 0
         self.events_written = self.packets_written = 0
         self.continued_at: dict | None = None
+        self.kept_partial: str | None = None
+        self._marked = False   # a journal line marks a file of another format as being written
 
     def setup(self, meta):
         from spikeflow.drivers.recording import formats
@@ -457,15 +464,19 @@ class Record(Node):
         return (self.params.format or ("native" if self.path.suffix.lower() == ".sfe" else "")) == "native"
 
     def continue_after_restart(self) -> None:
-        """In a restarted worker: continue the file a killed predecessor was writing, from its
-        last commit (file cut back there, checked by reading it), instead of replacing it."""
-        if not (self._native() and self.journal_path.exists() and self.path.exists()):
-            return  # nothing committed: start anew (a source here has not settled past its start)
+        """In a restarted worker: continue the ``.sfe`` file a killed predecessor was writing,
+        from its last commit (file cut back there, checked by reading it), instead of replacing
+        it. A file that cannot be continued (another format, or nothing committed yet) is moved
+        aside, never overwritten."""
+        entry = None
+        if self._native() and self.journal_path.exists() and self.path.exists():
+            entry = _last_journal_entry(self.journal_path)
+        if entry is None:
+            if self.path.exists():
+                self._keep_predecessor_file()
+            return
         from spikeflow.drivers.formats.native import NativeWriter
 
-        entry = _last_journal_entry(self.journal_path)
-        if entry is None:
-            return
         self._writer = NativeWriter.continue_file(self.path, int(entry["offset"]))
         self._journal = open(self.journal_path, "a")
         for stream, seq in (entry.get("seqs") or {}).items():
@@ -474,6 +485,18 @@ class Record(Node):
         self.continued_at = {"offset": int(entry["offset"]), "events": self._writer.events_written,
                              "seqs": dict(self._committed)}
         self._last_commit_ns = time.monotonic_ns()
+
+    def _keep_predecessor_file(self) -> None:
+        """Rename the file a killed predecessor left to the first free ``<stem>.partial-<k><suffix>``
+        (same directory: an atomic rename), so the new recording does not overwrite it."""
+        k = 1
+        while (kept := self.path.with_name(f"{self.path.stem}.partial-{k}{self.path.suffix}")).exists():
+            k += 1
+        os.replace(self.path, kept)
+        self.journal_path.unlink(missing_ok=True)
+        self.kept_partial = str(kept)
+        log.warning("record %s: the file of the killed worker is kept as %s; a new %s starts now",
+                    self.name, kept, self.path)
 
     def _open(self):
         if self._writer is None:
@@ -486,6 +509,9 @@ class Record(Node):
             if self._native():
                 self._journal = open(self.journal_path, "w")
                 self._commit()   # the header alone: a restart before the first block continues after it
+            else:   # no commits: the journal only says that this file is being written
+                self.journal_path.write_text(json.dumps({"format": type(self._writer).__name__}) + "\n")
+                self._marked = True
         return self._writer
 
     def process(self, port, packet):
@@ -535,10 +561,14 @@ class Record(Node):
             self._journal.close()
             self._journal = None
             self.journal_path.unlink(missing_ok=True)   # the file is complete
+        if self._marked:
+            self._marked = False
+            self.journal_path.unlink(missing_ok=True)
 
     def stats(self):
         return {"path": str(self.path), "events_written": self.events_written, "packets_written": self.packets_written,
-                "duplicates_dropped": self._repeats.dropped, "continued_at": self.continued_at}
+                "duplicates_dropped": self._repeats.dropped, "continued_at": self.continued_at,
+                "kept_partial": self.kept_partial}
 
 
 def _last_journal_entry(path: Path) -> dict | None:

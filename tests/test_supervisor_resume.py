@@ -375,6 +375,48 @@ worker = "io"
     assert d.terminate() == 0
 
 
+def test_record_of_another_format_keeps_the_killed_workers_file(daemons, tmp_path, nmnist):  # noqa: F811
+    """A ``record`` writing text (a format that cannot be continued) with ``overwrite = false``,
+    killed with SIGKILL mid-stream: the successor comes up (its file existing is no refusal: the
+    journal says it was being written), keeps the predecessor's file as ``rec.partial-1.txt``
+    untouched, and records the resumed stream into a new ``rec.txt``, which ends with the
+    recording's last events."""
+    out, journal = tmp_path / "rec.txt", tmp_path / "rec.txt.journal"
+    graph = f"""
+[graph]
+name = "d"
+heartbeat_s = 0.2
+liveness_s = 5.0
+drain_timeout_s = 5.0
+[nodes.src]
+type = "replay"
+params = {{ path = "{nmnist}", speed = 0.05, window_us = 1000 }}
+[nodes.rec]
+type = "record"
+inputs = {{ events_in = "src.events_out" }}
+params = {{ path = "{out}", overwrite = false }}
+"""
+    d = daemons(graph, tmp_path, "rectxt")
+    wait_until(lambda: out.exists() and out.stat().st_size > 0 and journal.exists(), 90, "record wrote its first bytes")
+    pid = d.client.status()["workers"]["main"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    kept = tmp_path / "rec.partial-1.txt"
+    wait_until(kept.exists, 60, "the successor moved the predecessor's file aside")
+    kept_bytes = kept.read_bytes()
+    st = d.wait_status(lambda s: all(w["state"] == "done" for w in s["workers"].values()), timeout_s=90,
+                       what="stream done")
+    assert st["workers"]["main"]["restarts"] == 1 and st["workers"]["main"]["incarnation"] == 1
+    assert kept.read_bytes() == kept_bytes and len(kept_bytes) > 0   # never touched again
+    got, _ = read_recording(out)
+    ev, _ = read_recording(nmnist)
+    assert 0 < len(got) < len(ev)
+    np.testing.assert_array_equal(got, ev[len(ev) - len(got):])   # the resumed stream, to its end
+    assert not journal.exists()   # closed complete
+    assert d.client.metrics()["nodes"]["rec"]["stats"]["kept_partial"] == str(kept)
+    assert "is kept as" in d.log.read_text()
+    assert d.terminate() == 0
+
+
 def test_consumer_restarted_after_its_upstream_finished_completes(daemons, tmp_path, nmnist):  # noqa: F811
     """Worker ``io`` consumes a short replay (worker ``main``, done within a second) and a
     longer simulation (worker ``live``). kill -9 of ``io`` after ``main`` has finished: the
