@@ -417,6 +417,37 @@ params = {{ path = "{out}", overwrite = false }}
     assert d.terminate() == 0
 
 
+@pytest.mark.parametrize("name,journal,overwrite", [
+    ("rec.sfe", None, True), ("rec.txt", '{"format": "TextWriter"}', False), ("rec.sfe", "not json", False)])
+def test_a_restarted_record_moves_a_file_it_cannot_continue_aside(tmp_path, name, journal, overwrite):
+    """``continue_after_restart`` with a file it cannot continue (another format; a ``.sfe``
+    without a commit): renamed to the first free ``<stem>.partial-<k><suffix>``, contents
+    untouched, journal gone; with no file there, nothing happens. (Without a journal, a file
+    is not known to be this recording's own: ``overwrite = false`` refuses it at build.)"""
+    from spikeflow.nodes.base import PortMeta
+    from spikeflow.nodes.io import Record
+    from spikeflow.service.events import SensorSize
+
+    def restarted():
+        node = Record("rec", build_params(Record, {"path": str(tmp_path / name), "overwrite": overwrite},
+                                          key="nodes.rec.params"))
+        node.setup({"events_in": PortMeta("events", SensorSize(8, 8, 2))})
+        node.continue_after_restart()
+        return node
+
+    assert restarted().kept_partial is None   # no file: nothing to keep
+    stem, suffix = name.split(".")
+    for k in (1, 2):
+        (tmp_path / name).write_bytes(b"written before the kill %d" % k)
+        if journal is not None:
+            (tmp_path / (name + ".journal")).write_text(journal + "\n")
+        node = restarted()
+        kept = tmp_path / f"{stem}.partial-{k}.{suffix}"
+        assert node.kept_partial == str(kept) and node.stats()["kept_partial"] == str(kept)
+        assert kept.read_bytes() == b"written before the kill %d" % k
+        assert not (tmp_path / name).exists() and not (tmp_path / (name + ".journal")).exists()
+
+
 def test_consumer_restarted_after_its_upstream_finished_completes(daemons, tmp_path, nmnist):  # noqa: F811
     """Worker ``io`` consumes a short replay (worker ``main``, done within a second) and a
     longer simulation (worker ``live``). kill -9 of ``io`` after ``main`` has finished: the
