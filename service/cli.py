@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except SpikeflowError as e:
-        print(f"spikeflow {args.command}: error: {e}", file=sys.stderr)
+        hint = ""
+        if "sensor_size=" in str(e) and hasattr(args, "sensor_size") and not args.sensor_size:
+            hint = " (on the command line: --sensor-size WxH)"   # the readers' words are the Python API's
+        print(f"spikeflow {args.command}: error: {e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

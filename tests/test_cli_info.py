@@ -89,6 +89,17 @@ def test_info_errors_are_clean(tmp_path, shared):
     assert out.returncode == 2 and "does not take option" in out.stderr
 
 
+def test_a_missing_sensor_size_error_names_the_command_line_option(tmp_path, shared):
+    """The readers word it for the Python API (``sensor_size=``); the CLI adds its own option."""
+    npy = shared("recordings/expelliarmus-samples/evt3_sample.npy")
+    for cmd in (("info", npy), ("convert", npy, tmp_path / "out.sfe")):
+        out = _run(*cmd, ok=False)
+        assert out.returncode == 2 and "sensor size unknown" in out.stderr, out.stderr
+        assert "(on the command line: --sensor-size WxH)" in out.stderr
+    out = _run("info", npy, "--sensor-size", "1280x720", "--json")
+    assert json.loads(out.stdout)["count"] == 219_596
+
+
 def test_convert_command_round_trip(shared, tmp_path):
     src = shared("recordings/slayer-dvsgesture/3.bs2")
     sfe = tmp_path / "g.sfe"
