@@ -82,7 +82,11 @@ class Node:
         return {port: PortMeta(kind, size) for port, kind in self.outputs.items()}
 
     def process(self, port: str, packet: Packet) -> Outputs:
-        """Handle one packet arriving on ``port``; return packets per output port."""
+        """Handle one packet arriving on ``port``; return packets per output port.
+
+        Returned packets are handed on by reference: to the nodes downstream in this worker,
+        and to edges, which may send them a little later (batches). Never modify their arrays
+        afterwards; emit a fresh array, or a view of one that is no longer written."""
         raise NotImplementedError
 
     def flush(self) -> Outputs:

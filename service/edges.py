@@ -5,7 +5,9 @@ and credits upstream (the zguide's credit-based flow control). The receiver retu
 for every message it has consumed; the sender keeps at most ``window`` messages
 unacknowledged and addresses them to the receiver that sent the latest credit (ROUTER
 routing), so a restarted receiver never has packets sent into its dead predecessor's pipe.
-An edge is point to point: a newly connected receiver replaces the previous one.
+An edge is point to point: a newly connected receiver replaces the previous one. A lossless
+sender built with ``batch`` > 1 sends the small packets it is given between two ``flush``
+calls as one batch message (docs/protocol.md §7); credits count packets either way.
 
 * ``lossless``: when the window is full, :meth:`EdgeSender.send` waits (backpressure) until the
   receiver catches up or :meth:`EdgeSender.stop` is called. Memory is bounded by the window.
@@ -43,8 +45,9 @@ import zmq
 
 from .errors import ProtocolError
 from .packet import Packet, now_ns
-from .protocol import (COPY_THRESHOLD, ProtocolRejected, RejectCounter, SeqTracker, decode, encode,
-                       encode_plain, has_input, receiving_socket_options, recv_frames, send_frames)
+from .protocol import (BATCH_HEADER, COPY_THRESHOLD, MAX_BATCH, ProtocolRejected, RejectCounter, SeqTracker, batch_size,
+                       decode, decode_batch, encode, encode_plain, has_input, is_batch, receiving_socket_options,
+                       recv_frames, send_frames)
 
 POLICIES = ("lossless", "realtime")
 
@@ -54,6 +57,9 @@ def default_window(policy: str, queue: int) -> int:
     packets do not pile up in flight."""
     return int(queue if policy == "lossless" else min(4, queue))
 _CREDIT = struct.Struct("<cIQ")
+BATCH_MAX = 32
+"""Packets per message of the runtime's lossless edges (``EdgeSender(batch=BATCH_MAX)``;
+docs/protocol.md §7, edge batches)."""
 _SLICE_MS = 50
 _KEEPALIVE_S = 0.2
 _IDLE_ACK_S = 0.002
@@ -94,16 +100,25 @@ class EdgeSender:
     ``queue`` bounds what the edge holds: the credit window for ``lossless``; our drop-oldest
     queue for ``realtime`` (whose window defaults to 4 so stale packets do not pile up
     downstream). One thread uses a sender; :meth:`stop` may be called from any thread.
+
+    ``batch`` > 1 (lossless only): ``send`` collects up to that many small events packets and
+    sends them as one batch message (docs/protocol.md §7), which costs the two ends less per
+    packet than a message each. The caller must :meth:`flush` before it waits for anything
+    else, or the batched packets wait with it (the runtime flushes before its node thread
+    polls; ``send`` flushes a full batch, before a packet that cannot join one, and before it
+    waits for credit).
     """
 
     def __init__(self, endpoint: str, *, policy: str = "lossless", queue: int = 32, bind: bool = True,
                  context: zmq.Context | None = None, window: int | None = None,
                  max_age_ms: float | None = None, topic: bytes | None = None,
-                 stop_event: threading.Event | None = None):
+                 stop_event: threading.Event | None = None, batch: int = 1):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if queue < 1:
             raise ValueError(f"queue must be >= 1, got {queue}")
+        if not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"batch must be in [1, {MAX_BATCH}], got {batch}")
         self.policy = policy
         self.queue_limit = int(queue)
         self.window = int(window or default_window(policy, queue))
@@ -125,6 +140,10 @@ class EdgeSender:
         self._acked = 0
         self._free_until = 0          # sends below this count need no look at credits
         self._waiting_since: int | None = None
+        self.batch_max = int(batch) if policy == "lossless" else 1
+        self._batch: list[tuple[bytes, bytes, Any]] = []   # (topic, header, events) not yet sent
+        self.batches = 0              # batch messages sent (each carries 2..BATCH_MAX packets)
+        self.batched = 0              # packets sent in them
 
     # -- credit bookkeeping -----------------------------------------------------------------
     @property
@@ -168,6 +187,7 @@ class EdgeSender:
         """Wait until the window has room; False on stop or timeout."""
         if self._sent < self._free_until:
             return True  # fast path: room for this one without reading credits
+        self.flush()   # the receiver can only credit what it has been sent
         t_start = self._waiting_since = time.perf_counter_ns()
         try:
             while True:
@@ -187,19 +207,15 @@ class EdgeSender:
             self._waiting_since = None
             self.wait_ns += time.perf_counter_ns() - t_start
 
-    def _send_now(self, packet: Packet, deadline: float | None) -> bool:
+    def _route(self, deadline: float | None) -> bool:
+        """Queue the routing frame of the next message (the current receiver's id): an unknown
+        or full receiver raises here, before any other frame of the message is queued. Waits
+        for a receiver, or for room, as ``send`` does; False on stop or timeout."""
         sock = self._sock
-        if packet.data:
-            frames = encode(packet, self.topic)
-        else:   # the common case: no list, no memoryview, the array itself is the payload frame
-            topic, header, events = encode_plain(packet, self.topic)
-            frames = None
         while True:
             try:
-                # the routing frame goes first: an unknown or full receiver raises here, before
-                # any other frame of the message is queued
                 _zsend(sock, self._peer, _MORE_NOBLOCK, True)
-                break
+                return True
             except zmq.ZMQError as e:
                 if e.errno != _EAGAIN and e.errno != _EHOSTUNREACH:
                     raise
@@ -212,30 +228,71 @@ class EdgeSender:
                     return False
                 if not self._wait_credit(deadline):
                     return False
-        if frames is None:
-            if events is not None:
-                _zsend(sock, topic, _MORE_NOBLOCK, True)
-                _zsend(sock, header, _MORE_NOBLOCK, True)
-                nbytes = events.nbytes
-                if nbytes < COPY_THRESHOLD:
-                    _zsend(sock, events, _NOBLOCK, True)
-                else:
-                    base = events.base
-                    if type(base) is _Frame and len(base) == nbytes:
-                        # the whole of a received frame, forwarded unchanged (a relay, a pass-through
-                        # node): share ZeroMQ's message (a reference count) instead of wrapping the
-                        # array in a new zero-copy frame, whose release goes through pyzmq's
-                        # garbage-collector thread
-                        _zsend(sock, base, _NOBLOCK, False)
-                    else:
-                        _zsend(sock, events, _NOBLOCK, False)
-            else:
-                _zsend(sock, topic, _MORE_NOBLOCK, True)
-                _zsend(sock, header, _NOBLOCK, True)
+
+    def _send_events(self, events: Any, flags: int) -> None:
+        """The payload frame: copied below COPY_THRESHOLD, else read by ZeroMQ in place."""
+        sock = self._sock
+        nbytes = events.nbytes
+        if nbytes < COPY_THRESHOLD:
+            _zsend(sock, events, flags, True)
+            return
+        base = events.base
+        if type(base) is _Frame and len(base) == nbytes:
+            # the whole of a received frame, forwarded unchanged (a relay, a pass-through node):
+            # share ZeroMQ's message (a reference count) instead of wrapping the array in a new
+            # zero-copy frame, whose release goes through pyzmq's garbage-collector thread
+            _zsend(sock, base, flags, False)
         else:
+            _zsend(sock, events, flags, False)
+
+    def _send_now(self, packet: Packet, deadline: float | None) -> bool:
+        if packet.data:
+            frames = encode(packet, self.topic)
+        else:   # the common case: no list, no memoryview, the array itself is the payload frame
+            topic, header, events = encode_plain(packet, self.topic)
+            frames = None
+        if not self._route(deadline):
+            return False
+        sock = self._sock
+        if frames is not None:
             send_frames(sock, frames, _NOBLOCK)
+        elif events is not None:
+            _zsend(sock, topic, _MORE_NOBLOCK, True)
+            _zsend(sock, header, _MORE_NOBLOCK, True)
+            self._send_events(events, _NOBLOCK)
+        else:
+            _zsend(sock, topic, _MORE_NOBLOCK, True)
+            _zsend(sock, header, _NOBLOCK, True)
         self._sent += 1
         return True
+
+    def flush(self) -> None:
+        """Send the packets a lossless ``send`` has batched: one message
+        ``[topic, BATCH_HEADER, (header, events) x n]`` (a single packet goes as itself). The
+        runtime calls it before its node thread waits; ``send`` calls it when the batch is
+        full, before a packet that cannot join it, and before waiting for credit. Packets it
+        cannot send (stopped) are dropped and counted in ``dropped_overflow``."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        if not self._route(None):
+            self.dropped_overflow += len(batch)
+            return
+        sock = self._sock
+        topic, header, events = batch[0]
+        _zsend(sock, topic, _MORE_NOBLOCK, True)
+        if len(batch) == 1:
+            _zsend(sock, header, _MORE_NOBLOCK, True)
+            self._send_events(events, _NOBLOCK)
+            return
+        _zsend(sock, BATCH_HEADER, _MORE_NOBLOCK, True)
+        last = len(batch) - 1
+        for i, (_, header, events) in enumerate(batch):
+            _zsend(sock, header, _MORE_NOBLOCK, True)
+            _zsend(sock, events, _NOBLOCK if i == last else _MORE_NOBLOCK, True)
+        self.batches += 1
+        self.batched += len(batch)
 
     # -- public API -------------------------------------------------------------------------
     def send(self, packet: Packet, timeout_ms: float | None = None) -> bool:
@@ -247,7 +304,22 @@ class EdgeSender:
         """
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
         if self.policy == "lossless":
-            return self._wait_credit(deadline) and self._send_now(packet, deadline)
+            if not self._wait_credit(deadline):
+                return False
+            ev = packet.events
+            if self.batch_max == 1 or packet.data or ev is None or not 0 < ev.nbytes < COPY_THRESHOLD:
+                self.flush()   # (order: what was batched goes first)
+                return self._send_now(packet, deadline)
+            frames = encode_plain(packet, self.topic)
+            batch = self._batch
+            if batch and batch[0][0] != frames[0]:
+                self.flush()   # one topic per message
+                batch = self._batch
+            batch.append(frames)
+            self._sent += 1
+            if len(batch) >= self.batch_max:
+                self.flush()
+            return True
         if self._queue or self._sent >= self._free_until:
             self.pump()   # reads credits, sends what they allow
         if self._is_late(packet):
@@ -315,7 +387,8 @@ class EdgeSender:
                 "queued": len(self._queue), "in_flight": self.in_flight, "window": self.window,
                 "waiting": since is not None,
                 "wait_ns": self.wait_ns + (0 if since is None else time.perf_counter_ns() - since),
-                "bad_control": self.bad_control, "credits": self.credits}
+                "bad_control": self.bad_control, "credits": self.credits, "batches": self.batches,
+                "batched": self.batched, "unsent": len(self._batch)}
 
     def close(self, linger_ms: int | None = None) -> None:
         """Close the socket. For up to ``linger_ms`` (default: 1000 lossless, 0 realtime) queued
@@ -372,6 +445,8 @@ class EdgeReceiver:
         self._consumed = 0
         self._acked = -1
         self._last_ack = 0.0
+        self._pending: deque[Packet] = deque()   # the rest of a batch being delivered
+        self.batches = 0
         self._ack()
 
     @property
@@ -391,23 +466,40 @@ class EdgeReceiver:
         except zmq.Again:
             pass  # no sender connected yet; retried while waiting
 
+    @property
+    def pending(self) -> int:
+        """Packets of a received batch not yet returned (deliver them before waiting on the
+        socket: they are already out of it)."""
+        return len(self._pending)
+
     def _next(self) -> Packet | None:
-        """Take the next message if one is waiting (else raise zmq.Again); None if it was
-        rejected or a repeat (and counted)."""
-        sock = self._sock
-        frame = _zrecv(sock, _NOBLOCK, False)
-        frames = [frame]
-        while frame.more:
-            frame = _zrecv(sock, 0, False)
-            frames.append(frame)
-        self._consumed += 1
-        if self._consumed - self._acked >= self.ack_every:
-            self._ack()  # batched while busy; the rest before the next wait or on close
-        try:
-            _, packet = decode(frames)
-        except ProtocolRejected as e:
-            self.rejects.count(e.reason, str(e))
-            return None
+        """The next packet: the rest of a batch, else the next message if one is waiting (else
+        raise zmq.Again); None if it was rejected or a repeat (and counted)."""
+        if self._pending:
+            packet = self._pending.popleft()
+        else:
+            sock = self._sock
+            frame = _zrecv(sock, _NOBLOCK, False)
+            frames = [frame]
+            while frame.more:
+                frame = _zrecv(sock, 0, False)
+                frames.append(frame)
+            batch = len(frames) > 3 and is_batch(frames)
+            # credits count packets: a batch of n is n, also when it is rejected
+            self._consumed += batch_size(frames) if batch else 1
+            if self._consumed - self._acked >= self.ack_every:
+                self._ack()  # batched while busy; the rest before the next wait or on close
+            try:
+                if batch:
+                    packets = decode_batch(frames)
+                    self.batches += 1
+                    packet = packets[0]
+                    self._pending.extend(packets[1:])
+                else:
+                    _, packet = decode(frames)
+            except ProtocolRejected as e:
+                self.rejects.count(e.reason, str(e))
+                return None
         if self.repeats is not None and not self.repeats.fresh(packet):
             return None   # sent again by a restarted sender: consumed (credited), counted, dropped
         self.received += 1
@@ -464,6 +556,7 @@ class EdgeReceiver:
                 "rejected_total": self.rejects.total, "gaps": self.seqs.snapshot(),
                 "missing": self.seqs.missing, "seq_resets": self.seqs.resets,
                 "duplicates_dropped": 0 if self.repeats is None else self.repeats.dropped,
+                "batches": self.batches,
                 "queue_depth": None}  # ZeroMQ does not expose its queue length
 
     def close(self) -> None:

@@ -607,6 +607,62 @@ def decode(frames: Iterable) -> tuple[bytes, Packet]:
     return topic, _packet(kind, stream, seq, sensor_size, t0, t1, sent_ns, events, data)
 
 
+# -- edge batches (docs/protocol.md §7) ------------------------------------------------------
+
+BATCH_HEADER = msgpack.packb({"v": PROTOCOL_VERSION, "kind": "batch"}, use_bin_type=True)
+"""Frame 1 of an edge batch ``[topic, BATCH_HEADER, (header, payload) x n]``: several events
+packets in one message between two spikeflow workers. Kind ``batch`` is no packet kind, so a
+receiver that does not know batches rejects the message (``kind``) instead of misreading it."""
+
+MAX_BATCH = 256
+"""Most packets one batch may carry (a receiver refuses more before decoding any)."""
+
+_BATCH_LEN = len(BATCH_HEADER)
+
+
+def is_batch(frames: list) -> bool:
+    """The message is an edge batch (frame 1 is :data:`BATCH_HEADER`); cheap for single packets,
+    whose header is never that short."""
+    if len(frames) < 2:
+        return False
+    f1 = frames[1]
+    if len(f1) != _BATCH_LEN:
+        return False
+    return (f1.bytes if type(f1) is _Frame else bytes(f1)) == BATCH_HEADER
+
+
+def batch_size(frames: list) -> int:
+    """How many packets a batch message carries by its frame count (at least 1: a receiver
+    credits that many even when it rejects the message)."""
+    return max(1, (len(frames) - 2) // 2)
+
+
+def decode_batch(frames: list) -> list[Packet]:
+    """The packets of an edge batch, in order. Every packet is an events or spikes packet with
+    its events frame and nothing else (no ``data``, no ``arrays``); any violation rejects the
+    whole message, naming the frame of the message at fault."""
+    n_frames = len(frames)
+    if n_frames < 6 or n_frames % 2:
+        raise ProtocolRejected("truncated", n_frames, None, f"an edge batch is [topic, batch header, "
+                                                            f"(header, payload) x n >= 2], got {n_frames} frames")
+    if (n_frames - 2) // 2 > MAX_BATCH:
+        raise ProtocolRejected("field", 1, "batch", f"{(n_frames - 2) // 2} packets > {MAX_BATCH}")
+    topic = frames[0]
+    out = []
+    for i in range(2, n_frames, 2):
+        try:
+            _, packet = decode([topic, frames[i], frames[i + 1]])
+        except ProtocolRejected as e:
+            frame = 0 if e.frame == 0 else i + e.frame - 1
+            raise ProtocolRejected(e.reason, frame, e.field, f"batch packet {(i - 2) // 2}: "
+                                   + str(e).split(": ", 1)[1].rsplit(" [", 1)[0]) from None
+        if packet.kind not in _EVENT_KINDS or packet.data:
+            raise ProtocolRejected("field", i, "kind", f"batch packet {(i - 2) // 2}: a batch carries events "
+                                                      f"or spikes packets without data, got {packet.kind!r}")
+        out.append(packet)
+    return out
+
+
 # -- socket helpers ---------------------------------------------------------------------------
 
 def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:

@@ -210,9 +210,11 @@ class Worker:
         return ep
 
     def _sender(self, key: str, inp: InputSpec):
-        from spikeflow.service.edges import EdgeSender
+        from spikeflow.service.edges import BATCH_MAX, EdgeSender
 
-        s = EdgeSender(self._endpoint(key), policy=inp.policy, queue=inp.queue, bind=True, context=self._context)
+        # lossless edges batch what the node thread sends between two waits (run() flushes them)
+        s = EdgeSender(self._endpoint(key), policy=inp.policy, queue=inp.queue, bind=True, context=self._context,
+                       batch=BATCH_MAX if inp.policy == "lossless" else 1)
         self._senders[key] = s
         if inp.policy == "realtime":
             self._realtime.append(s)
@@ -314,6 +316,7 @@ class Worker:
         poller.register(wake_fd, zmq.POLLIN)
         edges: dict[Any, _Edge] = {}
         pumps = {}
+        batching = [s for s in self._senders.values() if s.policy == "lossless"]
         try:
             for key, consumer, port, inp in self._receivers:
                 e = self._open_edge(key, consumer, port, inp)
@@ -360,6 +363,8 @@ class Worker:
                         log.warning("edge %s: no end-of-stream from %s within the drain timeout", e.key, e.upstream)
                         self._end_edge(e, edges, poller)
                     continue
+                for snd in batching:   # batched packets go before the node thread waits or polls
+                    snd.flush()
                 if inbox.may_sleep():
                     timeout = IDLE_MS
                     if edges and self._stop_deadline is not None:  # (the deadline concerns edges)
@@ -473,9 +478,12 @@ class Worker:
         return _Edge(key, consumer, port, inp.node, rx)
 
     def _take(self, e: _Edge, edges: dict, poller: zmq.Poller) -> None:
-        """Deliver what edge ``e`` holds, without waiting (at most ``TAKE_BATCH`` packets)."""
-        recv, deliver, consumer, port = e.recv, self._deliver, e.consumer, e.port
-        for _ in range(TAKE_BATCH):
+        """Deliver what edge ``e`` holds, without waiting: at most ``TAKE_BATCH`` packets, and
+        then the rest of a batch message already read (its socket will not report it)."""
+        recv, deliver, consumer, port, rx = e.recv, self._deliver, e.consumer, e.port, e.rx
+        taken = 0
+        while taken < TAKE_BATCH or rx.pending:
+            taken += 1
             try:
                 packet = recv()
             except Exception as exc:  # noqa: BLE001 - a broken edge ends that input, recorded

@@ -485,3 +485,117 @@ def test_receiver_drops_what_a_restarted_sender_sends_again(ctx):
     st = rx.stats()
     assert st["duplicates_dropped"] == 4 and st["missing"] == 0
     assert st["seq_resets"] == 2   # the encoder's new numbering, and the marker's seq 0
+
+
+# -- batches (docs/protocol.md §7) -----------------------------------------------------------
+
+def _small_packets(n, stream="a.events_out", start=0):
+    ev = make_events(np.arange(50), np.arange(50) % 128, np.arange(50) % 9, np.arange(50) % 2)
+    return [Packet("events", stream, start + k, SensorSize(128, 128, 2), 1000 * k, 1000 * (k + 1), 7, ev[k % 10:])
+            for k in range(n)]
+
+
+def _collect(rx, n, timeout_s=10):
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        p = rx.recv(200)
+        if p is not None:
+            got.append(p)
+    return got
+
+
+def test_batching_sender_sends_small_packets_as_batch_messages_in_order(ctx):
+    """``batch=8``: twenty small packets go as batches of 8, 8 and (at flush) 4; the receiver
+    returns every packet unchanged and in order, credits count packets, nothing is left in
+    flight."""
+    sent = _small_packets(20)
+    with EdgeSender("inproc://batch", policy="lossless", queue=64, batch=8, context=ctx) as tx, \
+            EdgeReceiver("inproc://batch", context=ctx) as rx:
+        for p in sent:
+            assert tx.send(p, timeout_ms=5000)
+        assert tx.stats()["unsent"] == 4 and tx.in_flight == 20   # batched packets count as sent
+        tx.flush()
+        got = _collect(rx, 20)
+        assert [(p.seq, p.t0_us, p.events.tobytes()) for p in got] == \
+               [(p.seq, p.t0_us, p.events.tobytes()) for p in sent]
+        assert (tx.stats()["batches"], tx.stats()["batched"], rx.stats()["batches"]) == (3, 20, 3)
+        assert rx.stats()["received"] == 20 and rx.stats()["missing"] == 0 and rx.recv(0) is None
+        assert tx.drain(2000) and tx.in_flight == 0
+
+
+def test_batch_goes_before_a_packet_that_cannot_join_it(ctx):
+    """Packets with data, with a payload of 64 KiB or more, without events, or on another
+    topic are sent on their own, after the batch in front of them: the order never changes."""
+    small = _small_packets(6)
+    big = make_events(np.arange(10_000), np.zeros(10_000), np.zeros(10_000), np.ones(10_000))   # 140 KB
+    sent = [small[0], small[1],
+            Packet("labels", "a.events_out", 2, SensorSize(128, 128, 2), 0, 10, 6, data={"class": 3}),
+            small[3], Packet("events", "a.events_out", 4, SensorSize(128, 128, 2), 0, 10, 6, big),
+            small[5], _small_packets(1, stream="b.events_out", start=6)[0],
+            Packet("heartbeat", "a.events_out", 7, data={"eos": True})]
+    with EdgeSender("inproc://order", policy="lossless", queue=64, batch=32, context=ctx) as tx, \
+            EdgeReceiver("inproc://order", context=ctx) as rx:
+        for p in sent:
+            assert tx.send(p, timeout_ms=5000)
+        got = _collect(rx, len(sent))   # the heartbeat flushed everything before it
+        assert [(p.kind, p.stream, p.seq) for p in got] == [(p.kind, p.stream, p.seq) for p in sent]
+        assert got[4].events.tobytes() == big.tobytes()
+        assert tx.stats()["batches"] == 1 and tx.stats()["unsent"] == 0   # only [0, 1] went as a batch
+
+
+def test_batching_sender_flushes_before_it_waits_for_credit(ctx):
+    """A window of 4 and batches of up to 32: a full window makes ``send`` flush what it
+    batched (the receiver can only credit what it got), so the stream flows, every packet once."""
+    sent = _small_packets(100)
+    with EdgeSender("inproc://wait", policy="lossless", queue=4, batch=32, context=ctx) as tx, \
+            EdgeReceiver("inproc://wait", context=ctx, window=4) as rx:
+        got = []
+        th = threading.Thread(target=lambda: got.extend(_collect(rx, len(sent))))
+        th.start()
+        for p in sent:
+            assert tx.send(p, timeout_ms=5000)
+        tx.flush()
+        th.join(15)
+        assert [p.seq for p in got] == list(range(100))
+        assert tx.stats()["batches"] > 0 and tx.stats()["batched"] <= 100
+
+
+def test_realtime_edges_and_the_default_never_batch(ctx):
+    assert EdgeSender("inproc://rt", policy="realtime", batch=8, context=ctx).batch_max == 1
+    assert EdgeSender("inproc://ll", policy="lossless", context=ctx).batch_max == 1
+    from spikeflow.service.protocol import MAX_BATCH
+    for bad in (0, MAX_BATCH + 1):
+        with pytest.raises(ValueError, match="batch"):
+            EdgeSender("inproc://bad", batch=bad, context=ctx)
+
+
+def test_receiver_rejects_a_malformed_batch_whole_and_credits_its_packets(ctx):
+    """A batch with a missing frame, a payload of the wrong size or a packet that batches
+    cannot carry is rejected whole, counted once by reason, and credited as the number of
+    packets its frame count says, so a sender's window does not leak; a good batch after
+    them is delivered."""
+    from spikeflow.service.protocol import BATCH_HEADER
+
+    rx = EdgeReceiver("inproc://badbatch", bind=True, context=ctx)
+    raw = ctx.socket(zmq.DEALER)
+    raw.connect("inproc://badbatch")
+    p0, p1 = [encode(p) for p in _small_packets(2)]
+    labels = encode(Packet("labels", "a.events_out", 9, SensorSize(128, 128, 2), 0, 10, 6, data={"class": 3}))
+    with_events = encode(Packet("labels", "a.events_out", 9, SensorSize(128, 128, 2), 0, 10, 6,
+                                _small_packets(1)[0].events))
+    try:
+        raw.send_multipart([p0[0], BATCH_HEADER, p0[1], p0[2]])                          # one pair only
+        raw.send_multipart([p0[0], BATCH_HEADER, p0[1], p0[2], p1[1], b"\x00" * 13])      # wrong size
+        raw.send_multipart([p0[0], BATCH_HEADER, p0[1], p0[2], labels[1], b"x"])         # a header without payload
+        raw.send_multipart([p0[0], BATCH_HEADER, p0[1], p0[2], with_events[1], with_events[2]])   # not events
+        raw.send_multipart([p0[0], BATCH_HEADER, p0[1], p0[2], p1[1], p1[2]])            # good
+        got = _collect(rx, 2)
+        assert [p.seq for p in got] == [0, 1]
+        st = rx.stats()
+        assert st["rejected"] == {"truncated": 1, "size": 1, "extra_frames": 1, "field": 1} and st["batches"] == 1
+        assert "batch packet 1" in rx.rejects.last_error
+        assert rx._consumed == 1 + 2 + 2 + 2 + 2
+    finally:
+        raw.close(0)
+        rx.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -478,3 +479,18 @@ def test_spec_worked_example_matches_encoder():
               for block in re.split(r"\n?frame \d+ \(\d+ bytes\):", m.group(1))[1:]]
     _, q = decode(parsed)
     same(worked_example(), q)
+
+
+def test_spec_batch_header_and_limit_equal_code():
+    """The edge-batch header bytes and the packet limit docs/protocol.md §7 states are the code's;
+    a batch decodes to its packets, and a single packet is never taken for a batch."""
+    from spikeflow.service.protocol import BATCH_HEADER, MAX_BATCH, decode_batch, is_batch
+
+    text = DOC.read_text()
+    assert f"`{BATCH_HEADER.hex(' ')}`" in text and f"<= {MAX_BATCH}" in text
+    packets = [worked_example(), dataclasses.replace(worked_example(), seq=8)]
+    frames = [encode(p) for p in packets]
+    batch = [frames[0][0], BATCH_HEADER, frames[0][1], frames[0][2], frames[1][1], frames[1][2]]
+    assert is_batch(batch) and not is_batch(frames[0])
+    for a, b in zip(packets, decode_batch(batch)):
+        same(a, b)

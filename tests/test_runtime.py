@@ -111,7 +111,13 @@ def test_cross_worker_lossless_edges_deliver_everything(nmnist, tmp_path, transp
     io = workers["io"].snapshot_metrics()
     assert io["nodes"]["tap"]["counters"]["events_in"] == len(want)  # queue 8 lossless: nothing lost
     assert io["edges"]["rec.events_in"]["side"] == "recv"
-    assert workers["main"].snapshot_metrics()["edges"]["tap.events_in"]["dropped"] == 0
+    sent = workers["main"].snapshot_metrics()["edges"]
+    assert sent["tap.events_in"]["dropped"] == 0
+    # as fast as possible, the node thread sends several packets between two waits: batches
+    # (docs/protocol.md §7), each received as one message and delivered packet by packet
+    rec = sent["rec.events_in"]
+    assert rec["batches"] > 0 and rec["batched"] >= 2 * rec["batches"]
+    assert io["edges"]["rec.events_in"]["batches"] == rec["batches"]
 
 
 def test_lossless_upstream_waits_for_a_stalled_consumer(nmnist, tmp_path):
