@@ -60,6 +60,8 @@ _CREDIT = struct.Struct("<cIQ")
 BATCH_MAX = 32
 """Packets per message of the runtime's lossless edges (``EdgeSender(batch=BATCH_MAX)``;
 docs/protocol.md §7, edge batches)."""
+BATCH_MAX_AGE_NS = 1_000_000
+""":meth:`EdgeSender.flush_due` sends a batch whose first packet waited longer than this."""
 _SLICE_MS = 50
 _KEEPALIVE_S = 0.2
 _IDLE_ACK_S = 0.002
@@ -142,6 +144,7 @@ class EdgeSender:
         self._waiting_since: int | None = None
         self.batch_max = int(batch) if policy == "lossless" else 1
         self._batch: list[tuple[bytes, bytes, Any]] = []   # (topic, header, events) not yet sent
+        self._batch_t0 = 0            # when its first packet was batched (time.perf_counter_ns)
         self.batches = 0              # batch messages sent (each carries 2..BATCH_MAX packets)
         self.batched = 0              # packets sent in them
 
@@ -315,6 +318,8 @@ class EdgeSender:
             if batch and batch[0][0] != frames[0]:
                 self.flush()   # one topic per message
                 batch = self._batch
+            if not batch:
+                self._batch_t0 = time.perf_counter_ns()
             batch.append(frames)
             self._sent += 1
             if len(batch) >= self.batch_max:
@@ -332,6 +337,13 @@ class EdgeSender:
             self._queue.popleft()
             self.dropped_overflow += 1
         return True
+
+    def flush_due(self, now_ns: int, force: bool = False) -> None:
+        """:meth:`flush` if anything is batched and ``force`` (e.g. the node that emitted it was
+        slow, so the next packet would keep it waiting as long) or its first packet has waited
+        ``BATCH_MAX_AGE_NS`` (``now_ns`` from ``time.perf_counter_ns``)."""
+        if self._batch and (force or now_ns - self._batch_t0 > BATCH_MAX_AGE_NS):
+            self.flush()
 
     def _is_late(self, packet: Packet) -> bool:
         return self.max_age_ns is not None and now_ns() - packet.sent_ns > self.max_age_ns

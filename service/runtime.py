@@ -80,6 +80,11 @@ TAKE_BATCH = 32
 """Most packets the node thread takes from one input before it looks at the others (fairness)."""
 
 _time_ns = time.time_ns   # now_ns's clock, without the call through packet.now_ns
+_perf_ns = time.perf_counter_ns
+
+HEAVY_DELIVERY_NS = 100_000
+"""A delivery (a packet through this worker's nodes) slower than this sends what it batched at
+once: the next packet would keep its outputs waiting as long (docs/protocol.md §7)."""
 
 
 # -- end of stream on edges -------------------------------------------------------------------
@@ -171,6 +176,7 @@ class Worker:
         self._receivers: list[tuple[str, str, str, InputSpec]] = []   # (edge key, consumer, port, inp)
         self._senders: dict[str, Any] = {}
         self._realtime: list[Any] = []
+        self._batching: list[Any] = []   # lossless senders that batch (run() flushes them)
         self._receiver_stats: dict[str, Callable[[], dict]] = {}
         self.replayable = replayable_streams(spec)
         self._wire()
@@ -316,7 +322,7 @@ class Worker:
         poller.register(wake_fd, zmq.POLLIN)
         edges: dict[Any, _Edge] = {}
         pumps = {}
-        batching = [s for s in self._senders.values() if s.policy == "lossless"]
+        batching = self._batching = [s for s in self._senders.values() if s.batch_max > 1]
         try:
             for key, consumer, port, inp in self._receivers:
                 e = self._open_edge(key, consumer, port, inp)
@@ -338,7 +344,12 @@ class Worker:
                         break
                     kind = item[0]
                     if kind == "pkt":
-                        self._from_source(item[1], item[2], item[3])
+                        if batching:
+                            t0 = _perf_ns()
+                            self._from_source(item[1], item[2], item[3])
+                            self._batches_due(t0)
+                        else:
+                            self._from_source(item[1], item[2], item[3])
                     elif kind == "call":
                         item[1]()
                     elif kind == "end":
@@ -433,8 +444,12 @@ class Worker:
             self.metrics[name].counters["errors"] += 1
             log.error("source %s failed: %s", name, e)
             return True
+        batching = self._batching
         for port, packet in pkts:
+            t0 = _perf_ns() if batching else 0
             self._from_source(name, port, packet)
+            if batching:
+                self._batches_due(t0)
         return ended
 
     def _give_up(self) -> bool:
@@ -496,7 +511,21 @@ class Worker:
             if is_eos(packet):
                 self._end_edge(e, edges, poller)
                 return
-            deliver(consumer, port, packet)
+            if self._batching:
+                t0 = _perf_ns()
+                deliver(consumer, port, packet)
+                self._batches_due(t0)
+            else:
+                deliver(consumer, port, packet)
+
+    def _batches_due(self, t0: int) -> None:
+        """After a delivery that started at ``t0``: send the lossless edges' batches now if it
+        was slow (HEAVY_DELIVERY_NS), or if a batch has waited BATCH_MAX_AGE_NS; else they go
+        when the node thread is about to wait."""
+        now = _perf_ns()
+        heavy = now - t0 > HEAVY_DELIVERY_NS
+        for s in self._batching:
+            s.flush_due(now, heavy)
 
     def _end_edge(self, e: _Edge, edges: dict, poller: zmq.Poller) -> None:
         """Stop reading edge ``e``: its final stats stay readable, its socket is closed."""

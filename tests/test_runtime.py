@@ -322,3 +322,78 @@ params = {{ path = "{out}" }}
     b = window_bounds(ev, 1000)
     want = np.concatenate([ev[b[k, 1]:b[k + 1, 1]] for k in range(len(b) - 1) if k % 3])
     np.testing.assert_array_equal(read_recording(out)[0], want)
+
+
+def test_a_slow_node_sends_each_output_at_once_instead_of_batching(nmnist, tmp_path):
+    """Behind a node that takes ~1 ms per packet (HEAVY_DELIVERY_NS is 0.1 ms), the lossless
+    edge flushes after every delivery: no batch, so the consumer gets each packet while the
+    next one is being computed. The same graph with a fast node batches (see
+    test_cross_worker_lossless_edges_deliver_everything)."""
+    from spikeflow.nodes.base import Node
+    from spikeflow.service import registry
+
+    class Slow(Node):
+        type_name = "test_runtime_slow"
+
+        def process(self, port, packet):
+            t_end = time.perf_counter() + 0.001   # stands for a heavy computation
+            while time.perf_counter() < t_end:
+                pass
+            return {"events_out": [packet]}
+
+    if Slow.type_name not in registry.all_types():
+        registry.register(Slow)
+    out = tmp_path / "out.sfe"
+    spec = load_graph(f"""
+[graph]
+name = "slow"
+drain_timeout_s = 5.0
+[nodes.src]
+type = "replay"
+params = {{ path = "{nmnist}", speed = 0, window_us = 5000 }}
+[nodes.slow]
+type = "test_runtime_slow"
+inputs = {{ events_in = "src.events_out" }}
+[nodes.rec]
+type = "record"
+inputs = {{ events_in = "slow.events_out" }}
+params = {{ path = "{out}" }}
+worker = "io"
+""")
+    workers, threads, codes = _run_workers(spec, tmp_path)
+    for t in threads.values():
+        t.join(60)
+    assert codes == {"main": 0, "io": 0}
+    np.testing.assert_array_equal(read_recording(out)[0], read_recording(nmnist)[0])
+    sent = workers["main"].snapshot_metrics()["edges"]["rec.events_in"]
+    assert sent["sent"] > 10 and sent["batches"] == 0 and sent["dropped"] == 0
+
+
+def test_a_batch_is_sent_when_due():
+    """``flush_due``: a batch goes when forced, or once its first packet has waited
+    BATCH_MAX_AGE_NS; before that it waits for the node thread's next wait."""
+    import zmq as _zmq
+
+    from spikeflow.service.edges import BATCH_MAX_AGE_NS, EdgeReceiver, EdgeSender
+    from spikeflow.service.events import SensorSize, make_events
+    from spikeflow.service.packet import Packet
+
+    ctx = _zmq.Context()
+    ev = make_events([1, 2], [3, 4], [5, 6], [1, 0])
+    pk = [Packet("events", "a.events_out", k, SensorSize(8, 8, 2), k, k + 1, 0, ev) for k in range(3)]
+    try:
+        with EdgeSender("inproc://due", batch=8, queue=16, context=ctx) as tx, \
+                EdgeReceiver("inproc://due", context=ctx) as rx:
+            tx.send(pk[0], 5000)
+            tx.send(pk[1], 5000)
+            t0 = time.perf_counter_ns()
+            tx.flush_due(t0)
+            assert tx.stats()["unsent"] == 2            # young: it waits
+            tx.flush_due(t0 + 2 * BATCH_MAX_AGE_NS)
+            assert tx.stats()["unsent"] == 0 and tx.stats()["batches"] == 1
+            tx.send(pk[2], 5000)
+            tx.flush_due(time.perf_counter_ns(), force=True)
+            assert tx.stats()["unsent"] == 0
+            assert [rx.recv(5000).seq for _ in range(3)] == [0, 1, 2]
+    finally:
+        ctx.destroy(linger=0)
