@@ -369,8 +369,9 @@ class EdgeSender:
         return len(self._queue)
 
     def drain(self, timeout_ms: float = 1000) -> bool:
-        """Wait until the receiver has consumed everything sent (and queued); True if it did."""
+        """Wait until the receiver has consumed everything sent (batched, queued); True if it did."""
         deadline = time.monotonic() + timeout_ms / 1e3
+        self.flush()
         self.pump(timeout_ms)
         while self.in_flight > 0 or self._queue:
             self._drain_control()
@@ -403,17 +404,18 @@ class EdgeSender:
                 "batched": self.batched, "unsent": len(self._batch)}
 
     def close(self, linger_ms: int | None = None) -> None:
-        """Close the socket. For up to ``linger_ms`` (default: 1000 lossless, 0 realtime) queued
-        packets still go and the receiver may consume what is in flight; realtime packets
-        left in our queue count as dropped."""
+        """Close the socket. For up to ``linger_ms`` (default: 1000 lossless, 0 realtime) batched
+        and queued packets still go and the receiver may consume what is in flight; packets
+        left in our batch or realtime queue count as dropped."""
         if self._sock.closed:
             return
         if linger_ms is None:
             linger_ms = 1000 if self.policy == "lossless" else 0
         if linger_ms > 0 and not self._stop.is_set():
             self.drain(linger_ms)
-        self.dropped_overflow += len(self._queue)
+        self.dropped_overflow += len(self._queue) + len(self._batch)
         self._queue.clear()
+        self._batch = []
         self._sock.close(linger=int(linger_ms))
 
     def __enter__(self):

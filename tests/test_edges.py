@@ -14,6 +14,7 @@ from spikeflow.service.edges import EdgeReceiver, EdgeSender
 from spikeflow.service.events import SensorSize, make_events
 from spikeflow.service.packet import Packet, now_ns
 from spikeflow.service.protocol import encode
+from waiting import wait_until
 
 
 def gesture_events(shared, n=None):
@@ -599,3 +600,35 @@ def test_receiver_rejects_a_malformed_batch_whole_and_credits_its_packets(ctx):
     finally:
         raw.close(0)
         rx.close()
+
+
+def test_a_batching_sender_sends_its_batch_on_drain_and_close(ctx):
+    """``drain`` and ``close`` send what is batched (a library user need not flush first);
+    after a stop, ``close`` counts what it could not send as dropped."""
+    with EdgeReceiver("inproc://close", bind=True, context=ctx) as rx:
+        got, done = [], threading.Event()
+
+        def consume():
+            while not done.is_set():
+                p = rx.recv(50)
+                if p is not None:
+                    got.append(p.seq)
+
+        th = threading.Thread(target=consume)
+        th.start()
+        try:
+            tx = EdgeSender("inproc://close", bind=False, batch=8, queue=16, context=ctx)
+            for p in _small_packets(3):
+                assert tx.send(p, timeout_ms=5000)
+            assert tx.stats()["unsent"] == 3
+            tx.close()   # lossless: drains for up to 1 s, the batch first
+            assert tx.stats()["dropped"] == 0
+            wait_until(lambda: got == [0, 1, 2], 10, "the batch sent by close")
+            tx2 = EdgeSender("inproc://close", bind=False, batch=8, queue=16, context=ctx)
+            assert tx2.send(_small_packets(1, start=3)[0], timeout_ms=5000)
+            tx2.stop()
+            tx2.close()
+            assert tx2.stats()["dropped"] == 1 and tx2.stats()["unsent"] == 0 and got == [0, 1, 2]
+        finally:
+            done.set()
+            th.join(5)
