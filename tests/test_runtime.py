@@ -283,10 +283,38 @@ def test_simulate_gesture_source_windows_the_generator():
     assert all(np.all((pk.events["t"] >= pk.t0_us) & (pk.events["t"] < pk.t1_us)) for pk in pkts)
 
 
+def _register(cls) -> None:
+    """Register a test node type once (tests may run more than once in a process)."""
+    from spikeflow.service import registry
+
+    if cls.type_name not in registry.all_types():
+        registry.register(cls)
+
+
+def _replay_through(nmnist, name: str, node_type: str, out, window_us: int, rec_worker: str | None = None) -> str:
+    """replay (as fast as possible) -> node ``name`` of ``node_type`` -> record to ``out``; the
+    record in worker ``rec_worker`` when named."""
+    worker = f'worker = "{rec_worker}"\n' if rec_worker else ""
+    return f"""
+[graph]
+name = "through"
+drain_timeout_s = 5.0
+[nodes.src]
+type = "replay"
+params = {{ path = "{nmnist}", speed = 0, window_us = {window_us} }}
+[nodes.{name}]
+type = "{node_type}"
+inputs = {{ events_in = "src.events_out" }}
+[nodes.rec]
+type = "record"
+inputs = {{ events_in = "{name}.events_out" }}
+params = {{ path = "{out}" }}
+{worker}"""
+
+
 def test_a_failing_node_is_counted_and_the_stream_goes_on(nmnist, tmp_path):
     """A node raising on some packets loses those packets only: errors are counted, the rest flows."""
     from spikeflow.nodes.base import Node
-    from spikeflow.service import registry
 
     class Flaky(Node):
         type_name = "test_runtime_flaky"
@@ -296,21 +324,9 @@ def test_a_failing_node_is_counted_and_the_stream_goes_on(nmnist, tmp_path):
                 raise ValueError(f"bad packet {packet.seq}")
             return {"events_out": [packet]}
 
-    if Flaky.type_name not in registry.all_types():
-        registry.register(Flaky)
+    _register(Flaky)
     out = tmp_path / "out.sfe"
-    spec = load_graph(f"""
-[nodes.src]
-type = "replay"
-params = {{ path = "{nmnist}", speed = 0, window_us = 1000 }}
-[nodes.flaky]
-type = "test_runtime_flaky"
-inputs = {{ events_in = "src.events_out" }}
-[nodes.rec]
-type = "record"
-inputs = {{ events_in = "flaky.events_out" }}
-params = {{ path = "{out}" }}
-""")
+    spec = load_graph(_replay_through(nmnist, "flaky", Flaky.type_name, out, 1000))
     w = run_inline(spec, install_signals=False)
     assert w.exit_code == 0
     m = w.metrics
@@ -330,7 +346,6 @@ def test_a_slow_node_sends_each_output_at_once_instead_of_batching(nmnist, tmp_p
     next one is being computed. The same graph with a fast node batches (see
     test_cross_worker_lossless_edges_deliver_everything)."""
     from spikeflow.nodes.base import Node
-    from spikeflow.service import registry
 
     class Slow(Node):
         type_name = "test_runtime_slow"
@@ -341,25 +356,9 @@ def test_a_slow_node_sends_each_output_at_once_instead_of_batching(nmnist, tmp_p
                 pass
             return {"events_out": [packet]}
 
-    if Slow.type_name not in registry.all_types():
-        registry.register(Slow)
+    _register(Slow)
     out = tmp_path / "out.sfe"
-    spec = load_graph(f"""
-[graph]
-name = "slow"
-drain_timeout_s = 5.0
-[nodes.src]
-type = "replay"
-params = {{ path = "{nmnist}", speed = 0, window_us = 5000 }}
-[nodes.slow]
-type = "test_runtime_slow"
-inputs = {{ events_in = "src.events_out" }}
-[nodes.rec]
-type = "record"
-inputs = {{ events_in = "slow.events_out" }}
-params = {{ path = "{out}" }}
-worker = "io"
-""")
+    spec = load_graph(_replay_through(nmnist, "slow", Slow.type_name, out, 5000, rec_worker="io"))
     workers, threads, codes = _run_workers(spec, tmp_path)
     for t in threads.values():
         t.join(60)

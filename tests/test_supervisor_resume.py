@@ -79,10 +79,9 @@ def nmnist(shared):
     return shared("recordings/tonic-testdata/sample_nmnist.bin")
 
 
-def _replay_publish_graph(nmnist, ep: str, publish_worker: str | None = None) -> str:
-    """replay (at a tenth of real time) -> lossless publish on ``ep``, fast heartbeats; the
-    publish in its own worker when ``publish_worker`` names one."""
-    worker = f'worker = "{publish_worker}"\n' if publish_worker else ""
+def _replay_graph(nmnist, speed: float) -> str:
+    """The start of the restart tests' graphs: fast heartbeats and liveness, and ``src``
+    replaying the N-MNIST sample at ``speed`` (slow enough to kill a worker mid-stream)."""
     return f"""
 [graph]
 name = "d"
@@ -91,8 +90,15 @@ liveness_s = 5.0
 drain_timeout_s = 5.0
 [nodes.src]
 type = "replay"
-params = {{ path = "{nmnist}", speed = 0.1, window_us = 1000 }}
-[nodes.pub]
+params = {{ path = "{nmnist}", speed = {speed}, window_us = 1000 }}
+"""
+
+
+def _replay_publish_graph(nmnist, ep: str, publish_worker: str | None = None) -> str:
+    """replay (at a tenth of real time) -> lossless publish on ``ep``, fast heartbeats; the
+    publish in its own worker when ``publish_worker`` names one."""
+    worker = f'worker = "{publish_worker}"\n' if publish_worker else ""
+    return _replay_graph(nmnist, 0.1) + f"""[nodes.pub]
 type = "publish"
 inputs = {{ events_in = "src.events_out" }}
 params = {{ endpoint = "{ep}", policy = "lossless", min_subscribers = 1 }}
@@ -324,16 +330,7 @@ def test_record_in_a_killed_worker_continues_its_file(daemons, tmp_path, nmnist)
     kills, gets the same file: its edge dropped the repeats."""
     out, out2 = tmp_path / "rec.sfe", tmp_path / "rec2.sfe"
     journal = tmp_path / "rec.sfe.journal"
-    graph = f"""
-[graph]
-name = "d"
-heartbeat_s = 0.2
-liveness_s = 5.0
-drain_timeout_s = 5.0
-[nodes.src]
-type = "replay"
-params = {{ path = "{nmnist}", speed = 0.05, window_us = 1000 }}
-[nodes.denoise]
+    graph = _replay_graph(nmnist, 0.05) + f"""[nodes.denoise]
 type = "noise_filter"
 inputs = {{ events_in = "src.events_out" }}
 params = {{ window_us = 2000 }}
@@ -382,16 +379,7 @@ def test_record_of_another_format_keeps_the_killed_workers_file(daemons, tmp_pat
     untouched, and records the resumed stream into a new ``rec.txt``, which ends with the
     recording's last events."""
     out, journal = tmp_path / "rec.txt", tmp_path / "rec.txt.journal"
-    graph = f"""
-[graph]
-name = "d"
-heartbeat_s = 0.2
-liveness_s = 5.0
-drain_timeout_s = 5.0
-[nodes.src]
-type = "replay"
-params = {{ path = "{nmnist}", speed = 0.05, window_us = 1000 }}
-[nodes.rec]
+    graph = _replay_graph(nmnist, 0.05) + f"""[nodes.rec]
 type = "record"
 inputs = {{ events_in = "src.events_out" }}
 params = {{ path = "{out}", overwrite = false }}
