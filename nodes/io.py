@@ -436,7 +436,6 @@ class Record(Node):
         self.events_written = self.packets_written = 0
         self.continued_at: dict | None = None
         self.kept_partial: str | None = None
-        self._marked = False   # a journal line marks a file of another format as being written
 
     def setup(self, meta):
         from spikeflow.drivers.recording import formats
@@ -511,7 +510,6 @@ class Record(Node):
                 self._commit()   # the header alone: a restart before the first block continues after it
             else:   # no commits: the journal only says that this file is being written
                 self.journal_path.write_text(json.dumps({"format": type(self._writer).__name__}) + "\n")
-                self._marked = True
         return self._writer
 
     def process(self, port, packet):
@@ -555,15 +553,13 @@ class Record(Node):
         return {}
 
     def close(self):
-        if self._writer is not None:
-            self._writer.close()
+        if self._writer is None:
+            return   # never opened: a journal here is a predecessor's, not ours to remove
+        self._writer.close()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-            self.journal_path.unlink(missing_ok=True)   # the file is complete
-        if self._marked:
-            self._marked = False
-            self.journal_path.unlink(missing_ok=True)
+        self.journal_path.unlink(missing_ok=True)   # the file is complete
 
     def stats(self):
         return {"path": str(self.path), "events_written": self.events_written, "packets_written": self.packets_written,

@@ -92,6 +92,7 @@ class ProtocolRejected(ProtocolError):
         self.reason = reason
         self.frame = frame
         self.field = field
+        self.detail = message
         where = f"frame {frame}" + (f" field {field!r}" if field else "")
         super().__init__(f"{where}: {message} [{reason}]")
 
@@ -654,8 +655,7 @@ def decode_batch(frames: list) -> list[Packet]:
             _, packet = decode([topic, frames[i], frames[i + 1]])
         except ProtocolRejected as e:
             frame = 0 if e.frame == 0 else i + e.frame - 1
-            raise ProtocolRejected(e.reason, frame, e.field, f"batch packet {(i - 2) // 2}: "
-                                   + str(e).split(": ", 1)[1].rsplit(" [", 1)[0]) from None
+            raise ProtocolRejected(e.reason, frame, e.field, f"batch packet {(i - 2) // 2}: {e.detail}") from None
         if packet.kind not in _EVENT_KINDS or packet.data:
             raise ProtocolRejected("field", i, "kind", f"batch packet {(i - 2) // 2}: a batch carries events "
                                                       f"or spikes packets without data, got {packet.kind!r}")

@@ -344,12 +344,10 @@ class Worker:
                         break
                     kind = item[0]
                     if kind == "pkt":
+                        t0 = _perf_ns()
+                        self._from_source(item[1], item[2], item[3])
                         if batching:
-                            t0 = _perf_ns()
-                            self._from_source(item[1], item[2], item[3])
                             self._batches_due(t0)
-                        else:
-                            self._from_source(item[1], item[2], item[3])
                     elif kind == "call":
                         item[1]()
                     elif kind == "end":
@@ -446,7 +444,7 @@ class Worker:
             return True
         batching = self._batching
         for port, packet in pkts:
-            t0 = _perf_ns() if batching else 0
+            t0 = _perf_ns()
             self._from_source(name, port, packet)
             if batching:
                 self._batches_due(t0)
@@ -511,12 +509,10 @@ class Worker:
             if is_eos(packet):
                 self._end_edge(e, edges, poller)
                 return
+            t0 = _perf_ns()
+            deliver(consumer, port, packet)
             if self._batching:
-                t0 = _perf_ns()
-                deliver(consumer, port, packet)
                 self._batches_due(t0)
-            else:
-                deliver(consumer, port, packet)
 
     def _batches_due(self, t0: int) -> None:
         """After a delivery that started at ``t0``: send the lossless edges' batches now if it
