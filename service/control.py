@@ -70,6 +70,20 @@ def read_snapshot(path: str | Path) -> dict[str, np.ndarray]:
         raise ModelError(f"{path}: not a readable snapshot: {e}") from None
 
 
+def carry_over(arrays: dict[str, np.ndarray], previous: dict[str, np.ndarray], nodes) -> list[str]:
+    """Add to ``arrays`` the keys of ``nodes`` that it lacks, taken from ``previous``.
+
+    A snapshot taken while a worker is not there to answer (starting, restarting, finished)
+    keeps that worker's nodes' state from the snapshot before it, which is also what the
+    worker itself restarts from: a snapshot never silently loses learned state. Returns the
+    keys carried, sorted."""
+    nodes = set(nodes)
+    carried = sorted(k for k in previous if k.partition("/")[0] in nodes and k not in arrays)
+    for k in carried:
+        arrays[k] = previous[k]
+    return carried
+
+
 # -- array frames ---------------------------------------------------------------------------
 
 def pack_arrays(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> list:

@@ -38,6 +38,7 @@ from spikeflow.service.control import (
     default_run_dir,
     info_path,
     pid_alive,
+    carry_over,
     read_snapshot,
     save_snapshot,
     unpack_arrays,
@@ -335,8 +336,18 @@ class Daemon:
     def _timers(self) -> None:
         now = time.monotonic()
         snap = self._snap
-        if snap is not None and now > snap["deadline"]:
-            self._finish_request(error=f"workers {sorted(snap['waiting'])} did not answer {snap['cmd']} in time")
+        if snap is not None:
+            for name, inc in list(snap["waiting"].items()):  # a worker that died cannot answer
+                w = self.supervisor.workers[name]
+                if w.incarnation != inc or not w.alive:
+                    del snap["waiting"][name]
+                    snap["absent"].append(name)
+                    if snap["cmd"] == "load":
+                        snap["errors"].append(f"{name}: died before it loaded the state")
+            if not snap["waiting"]:
+                self._finish_request()
+            elif now > snap["deadline"]:
+                self._finish_request(error=f"workers {sorted(snap['waiting'])} did not answer {snap['cmd']} in time")
         if self._next_checkpoint is not None and now >= self._next_checkpoint and not self.stopping:
             self._next_checkpoint = now + self.spec.options.checkpoint_s
             if self._snap is None:
@@ -429,11 +440,15 @@ class Daemon:
             self.control.send_multipart([*client, json.dumps(reply).encode()])
 
     def _begin_request(self, cmd: str, client, path: str) -> None:
-        ready = [w for w in self.supervisor.workers.values() if w.alive and w.hello]
+        """Ask every ready worker; a snapshot keeps the others' state from the last snapshot
+        (:func:`carry_over`), so a checkpoint taken while a worker starts or restarts is whole."""
+        workers = self.supervisor.workers.values()
+        ready = [w for w in workers if w.alive and w.hello]
         rid = self._next_id
         self._next_id += 1
         self._snap = {"cmd": cmd, "id": rid, "client": client, "path": path, "arrays": {}, "loaded": [],
-                      "waiting": {w.name for w in ready}, "errors": [],
+                      "waiting": {w.name: w.incarnation for w in ready}, "errors": [],
+                      "absent": sorted(w.name for w in workers if w not in ready),
                       "deadline": time.monotonic() + self.spec.options.drain_timeout_s + 20.0}
         for w in ready:
             self._tell(w, {"cmd": cmd, "id": rid, "path": path})
@@ -444,7 +459,7 @@ class Daemon:
         snap = self._snap
         if snap is None or head.get("id") != snap["id"] or worker not in snap["waiting"]:
             return
-        snap["waiting"].discard(worker)
+        del snap["waiting"][worker]
         if not head.get("ok"):
             snap["errors"].append(f"{worker}: {head.get('error')}")
         snap["arrays"].update(arrays)
@@ -460,15 +475,29 @@ class Daemon:
             self._answer(snap["client"], {"ok": False, "error": "; ".join(errors)})
             return
         if snap["cmd"] == "snapshot":
+            carried = self._carry_absent(snap)
             save_snapshot(snap["path"], snap["arrays"])
             self.last_snapshot = snap["path"]
-            log.info("snapshot of %d arrays saved to %s", len(snap["arrays"]), snap["path"])
+            log.info("snapshot of %d arrays saved to %s%s", len(snap["arrays"]), snap["path"],
+                     f" ({len(carried)} carried over from the last snapshot for workers not ready: "
+                     f"{', '.join(sorted(snap['absent']))})" if carried else "")
             self._answer(snap["client"], {"ok": True, "path": snap["path"], "arrays": len(snap["arrays"]),
-                                          "keys": sorted(snap["arrays"])})
+                                          "keys": sorted(snap["arrays"]), "carried": carried})
         else:
             self.last_snapshot = snap["path"]
             log.info("state loaded from %s into %s", snap["path"], snap["loaded"])
             self._answer(snap["client"], {"ok": True, "path": snap["path"], "loaded": sorted(snap["loaded"])})
+
+    def _carry_absent(self, snap: dict) -> list[str]:
+        if not snap["absent"] or not self.last_snapshot:
+            return []
+        try:
+            previous = read_snapshot(self.last_snapshot)
+        except SpikeflowError as e:
+            log.warning("cannot carry over state of workers %s: %s", ", ".join(snap["absent"]), e)
+            return []
+        nodes = [n for w in snap["absent"] for n in self.supervisor.workers[w].nodes]
+        return carry_over(snap["arrays"], previous, nodes)
 
     # -- reports ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

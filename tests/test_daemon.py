@@ -187,6 +187,25 @@ def test_sigterm_during_recording_leaves_a_complete_file(daemons, tmp_path, nmni
     assert "draining workers" in log and "exits (clean)" in log
 
 
+def test_checkpoint_before_the_workers_are_ready_keeps_the_start_snapshot(daemons, tmp_path, nmnist):
+    """A checkpoint due before a worker has said hello (here: 50 ms after start, while the
+    workers still import) keeps that worker's state from the snapshot the daemon started
+    from; it used to write the checkpoint without it, which then became the restart point."""
+    start = tmp_path / "start.npz"
+    marker = np.arange(34 * 34, dtype=np.int64).reshape(34, 34)
+    np.savez(start, **{"denoise/last_t_us": marker})
+    d = daemons(pipeline(nmnist, speed=0.1, loop=True, sink=PRINT_SINK, filter_worker="io",
+                         extra_graph="checkpoint_s = 0.05"), tmp_path, "early", extra_args=["--snapshot", str(start)])
+    ck = d.run_dir / "early-checkpoint.npz"
+    d.wait_status(lambda s: s["last_snapshot"] == str(ck), what="first checkpoint")
+    first = next(line for line in d.log.read_text().splitlines() if f"saved to {ck}" in line)
+    assert "1 carried over from the last snapshot for workers not ready: io, main" in first
+    assert read_snapshot(ck)["denoise/last_t_us"].shape == (34, 34)
+    d.wait_metrics(lambda m: n(m, "show", "packets_in") > 20, what="stream flowing")
+    assert f"worker io: state of ['denoise'] loaded from {start}" in d.log.read_text()
+    assert d.terminate() == 0
+
+
 def test_killed_or_hung_worker_is_restarted_and_the_stream_resumes(daemons, tmp_path, nmnist):
     """kill -9 of the filter worker: the supervisor restarts it (from the last snapshot), the
     source worker keeps running (same pid), packets flow again, the restart is counted. Then the
@@ -214,6 +233,12 @@ def test_killed_or_hung_worker_is_restarted_and_the_stream_resumes(daemons, tmp_
     # a worker that stops heartbeating (SIGSTOP: hung) is killed after liveness_s and replaced
     hung = st["workers"]["io"]["pid"]
     os.kill(hung, signal.SIGSTOP)
+    # a snapshot asked of the hung worker ends when the supervisor declares it dead, and keeps
+    # its state from the last snapshot (the state its successor loads) instead of losing it
+    snap = d.client.snapshot(tmp_path / "during-hang.npz")
+    assert snap["keys"] == snap["carried"] == ["denoise/last_t_us"]
+    np.testing.assert_array_equal(read_snapshot(snap["path"])["denoise/last_t_us"],
+                                  read_snapshot(tmp_path / "before.npz")["denoise/last_t_us"])
     st = d.wait_status(lambda s: s["workers"]["io"]["restarts"] == 2 and s["workers"]["io"]["state"] == "running",
                        what="hung worker replaced")
     assert st["workers"]["io"]["pid"] != hung and st["restarts"] == 2

@@ -10,7 +10,7 @@ import pytest
 
 import naive_filters as naive
 from spikeflow.drivers.recording import read_recording
-from spikeflow.service.control import read_snapshot, save_snapshot
+from spikeflow.service.control import carry_over, read_snapshot, save_snapshot
 from spikeflow.service.graph import check_graph, load_graph
 from spikeflow.service.metrics import Histogram, NodeMetrics, merge_node_dicts, summarize
 from spikeflow.service.runtime import Worker, edge_endpoints, run_inline
@@ -208,6 +208,17 @@ params = {{ every = 100000 }}
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="bad.npz"):
         read_snapshot(tmp_path / "bad.npz")
+
+
+def test_carry_over_takes_only_the_absent_nodes_missing_keys():
+    """What a snapshot keeps from the previous one for workers that could not answer: their
+    nodes' keys only (not a node with a shared prefix), never over a fresh answer."""
+    fresh = {"a/w": np.array([1])}
+    previous = {"a/w": np.array([0]), "a/v": np.array([2]), "b/w": np.array([3]), "bb/w": np.array([4]),
+                "c/w": np.array([5])}
+    assert carry_over(fresh, previous, ["a", "b"]) == ["a/v", "b/w"]
+    assert sorted(fresh) == ["a/v", "a/w", "b/w"] and fresh["a/w"][0] == 1 and fresh["b/w"][0] == 3
+    assert carry_over(fresh, {}, ["a"]) == []
 
 
 def test_call_runs_on_the_node_thread_while_running(nmnist, tmp_path):
