@@ -348,7 +348,8 @@ class Daemon:
                 self._finish_request()
             elif now > snap["deadline"]:
                 self._finish_request(error=f"workers {sorted(snap['waiting'])} did not answer {snap['cmd']} in time")
-        if self._next_checkpoint is not None and now >= self._next_checkpoint and not self.stopping:
+        if self._next_checkpoint is not None and now >= self._next_checkpoint and self._started and not self.stopping:
+            # from the graph's start on: before it, no node has changed the state it was built with
             self._next_checkpoint = now + self.spec.options.checkpoint_s
             if self._snap is None:
                 self._begin_request("snapshot", None, str(self.run_dir / f"{self.name}-checkpoint.npz"))
