@@ -26,6 +26,7 @@ from spikeflow.nodes import encoder_kernels as ek
 from spikeflow.nodes.base import Node, PortMeta, param
 from spikeflow.nodes.snn import NO_SPIKE, events_from_sparse, events_from_times
 from spikeflow.nodes.snn_kernels import sparse_from_fields, times_from_events
+from spikeflow.nodes.warm import every_pixel, warm_kernels
 from spikeflow.service.errors import GraphError, ParamError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize, as_events
 from spikeflow.service.packet import Packet
@@ -284,6 +285,13 @@ class _WindowEncoder(Node):
         ds = p.downsample
         return SensorSize(int(w) // ds, int(h) // ds, 2)
 
+    def _warm(self) -> None:
+        """Load the encoding kernels now (see :mod:`spikeflow.nodes.warm`): one event per
+        pixel and polarity, in a packet that closes a window."""
+        s, p = self._sensor, self.params
+        ev = every_pixel((min(s.channels, 2) or 1, s.height, s.width))
+        warm_kernels(self, "events_in", [Packet("events", "warm", 0, s, 0, 2 * p.window_us, 0, ev)])
+
     def process(self, port: str, packet: Packet):
         ev = packet.events if packet.events is not None else np.zeros(0, EVENT_DTYPE)
         self.counters["events_in"] += len(ev)
@@ -352,6 +360,7 @@ class DogEncoder(_WindowEncoder):
             self._kernels = dog_bank(p.kernel_size, p.sigma1, p.sigma2)
         except ValueError as e:
             raise ParamError(f"nodes.{self.name}.params.kernel_size", str(e)) from None
+        self._warm()
         return {"spikes_out": PortMeta("spikes", out)}
 
     def _encode(self, ev: np.ndarray, ws: int) -> np.ndarray:
@@ -387,7 +396,9 @@ class PolarityEncoder(_WindowEncoder):
     Params = PolarityEncoderParams
 
     def setup(self, meta: dict[str, PortMeta]) -> dict[str, PortMeta]:
-        return {"spikes_out": PortMeta("spikes", self._setup_windows(meta))}
+        out = self._setup_windows(meta)
+        self._warm()
+        return {"spikes_out": PortMeta("spikes", out)}
 
     def _encode(self, ev: np.ndarray, ws: int) -> np.ndarray:
         p = self.params

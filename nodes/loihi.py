@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from spikeflow.nodes.base import Node, Outputs, PortMeta, param
+from spikeflow.nodes.warm import every_pixel, warm_kernels
 from spikeflow.service.errors import GraphError, ModelError, ParamError
 from spikeflow.service.events import SensorSize
 from spikeflow.service.packet import Packet, now_ns
@@ -164,7 +165,20 @@ class LoihiEmulator(Node):
                                      f"{m.sensor_size.height}")
         self._expect = tuple(self.params.taps) or tuple(names)
         self._reset()
+        if meta:
+            self._warm(next(iter(meta)))
         return {"metrics_out": PortMeta("metrics", SensorSize(0, 0, 0))}
+
+    def _warm(self, port: str) -> None:
+        """Load the traffic and cost kernels now (see :mod:`spikeflow.nodes.warm`): one window
+        in which every neuron of every layer spikes once."""
+        data = {"step_us": self._timestep_us or 1, "t_start_us": 0}
+        probes = []
+        for spec in self.mapping.layers:
+            c, h, w = spec.out_shape
+            probes.append(Packet("spikes", f"{spec.name}.spikes_out", 0, SensorSize(w, h, c), 0,
+                                 self.params.window_us, 0, every_pixel((c, h, w)), {**data, "layer": spec.name}))
+        warm_kernels(self, port, probes)
 
     def _port_layer(self, port: str) -> str | None:
         i = TAP_PORTS.index(port) if port in TAP_PORTS else -1

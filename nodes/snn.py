@@ -32,6 +32,7 @@ import numpy as np
 from spikeflow.nodes import snn_kernels as sk
 from spikeflow.nodes.base import Node, PortMeta, param
 from spikeflow.nodes.learned_state import check_state, load_state, save_state
+from spikeflow.nodes.warm import every_pixel, warm_kernels
 from spikeflow.service.errors import GraphError, ModelError
 from spikeflow.service.events import EVENT_DTYPE, SensorSize
 from spikeflow.service.packet import Packet
@@ -702,6 +703,16 @@ class _SpikingNode(Node):
         order, starts = sparse_from_packet(ev, self._in_shape, t0, step, T, buf)
         return order, starts, T, step, t0
 
+    def _warm(self) -> None:
+        """Load the layer's kernels now (see :mod:`spikeflow.nodes.warm`): an empty sample
+        and one where every input neuron spikes, so both integration paths are reached."""
+        c, h, w = self._in_shape
+        T = self.params.time_steps
+        data = {"time_steps": T, "step_us": 1, "t_start_us": 0}
+        probes = [Packet("spikes", "warm", 0, SensorSize(w, h, c), 0, T, 0, ev, dict(data))
+                  for ev in (np.zeros(0, EVENT_DTYPE), every_pixel(self._in_shape))]
+        warm_kernels(self, "spikes_in", probes)
+
     def describe(self) -> dict[str, Any]:
         d = self.layer.describe()
         d["name"] = self.name
@@ -759,6 +770,7 @@ class SpikingConvNode(_SpikingNode):
             raise GraphError(f"nodes.{self.name}.params", str(e)) from None
         self._seq = 0
         self._out_shape = (p.out_channels, ho, wo)
+        self._warm()
         return {"spikes_out": PortMeta("spikes", SensorSize(wo, ho, p.out_channels))}
 
     def process(self, port: str, packet: Packet):
@@ -812,6 +824,7 @@ class FirstSpikePoolNode(_SpikingNode):
             raise GraphError(f"nodes.{self.name}.params", str(e)) from None
         self._seq = 0
         self._out_shape = (int(c), ho, wo)
+        self._warm()
         return {"spikes_out": PortMeta("spikes", SensorSize(wo, ho, int(c)))}
 
     def process(self, port: str, packet: Packet):
