@@ -703,14 +703,14 @@ class _SpikingNode(Node):
         order, starts = sparse_from_packet(ev, self._in_shape, t0, step, T, buf)
         return order, starts, T, step, t0
 
-    def _warm(self) -> None:
-        """Load the layer's kernels now (see :mod:`spikeflow.nodes.warm`): an empty sample
-        and one where every input neuron spikes, so both integration paths are reached."""
+    def _warm(self, dense: bool) -> None:
+        """Load the layer's kernels now (see :mod:`spikeflow.nodes.warm`): a sample with one
+        spike and, for a layer with a dense path, one where every input neuron spikes."""
         c, h, w = self._in_shape
-        T = self.params.time_steps
-        data = {"time_steps": T, "step_us": 1, "t_start_us": 0}
-        probes = [Packet("spikes", "warm", 0, SensorSize(w, h, c), 0, T, 0, ev, dict(data))
-                  for ev in (np.zeros(0, EVENT_DTYPE), every_pixel(self._in_shape))]
+        data = {"time_steps": 1, "step_us": 1, "t_start_us": 0}
+        samples = [every_pixel(self._in_shape)] if dense else []
+        samples.append(samples[0][:1] if dense else every_pixel((1, 1, 1)))
+        probes = [Packet("spikes", "warm", 0, SensorSize(w, h, c), 0, 1, 0, ev, dict(data)) for ev in samples]
         warm_kernels(self, "spikes_in", probes)
 
     def describe(self) -> dict[str, Any]:
@@ -770,7 +770,7 @@ class SpikingConvNode(_SpikingNode):
             raise GraphError(f"nodes.{self.name}.params", str(e)) from None
         self._seq = 0
         self._out_shape = (p.out_channels, ho, wo)
-        self._warm()
+        self._warm(dense=p.path != "event")
         return {"spikes_out": PortMeta("spikes", SensorSize(wo, ho, p.out_channels))}
 
     def process(self, port: str, packet: Packet):
@@ -824,7 +824,7 @@ class FirstSpikePoolNode(_SpikingNode):
             raise GraphError(f"nodes.{self.name}.params", str(e)) from None
         self._seq = 0
         self._out_shape = (int(c), ho, wo)
-        self._warm()
+        self._warm(dense=False)
         return {"spikes_out": PortMeta("spikes", SensorSize(wo, ho, int(c)))}
 
     def process(self, port: str, packet: Packet):
