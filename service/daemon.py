@@ -35,10 +35,10 @@ from typing import Any
 
 import zmq
 from spikeflow.service.control import (
+    carry_over,
     default_run_dir,
     info_path,
     pid_alive,
-    carry_over,
     read_snapshot,
     save_snapshot,
     unpack_arrays,
@@ -485,9 +485,15 @@ class Daemon:
             self._answer(snap["client"], {"ok": True, "path": snap["path"], "arrays": len(snap["arrays"]),
                                           "keys": sorted(snap["arrays"]), "carried": carried})
         else:
-            self.last_snapshot = snap["path"]
+            self.last_snapshot = snap["path"]   # (what a worker started from now on loads)
             log.info("state loaded from %s into %s", snap["path"], snap["loaded"])
-            self._answer(snap["client"], {"ok": True, "path": snap["path"], "loaded": sorted(snap["loaded"])})
+            # a worker already starting when the load began was launched with the previous snapshot
+            late = [n for n in snap["absent"] if self.supervisor.workers[n].alive]
+            if late:
+                log.warning("load: workers %s were starting and keep their previous state; load again once "
+                            "they run", ", ".join(late))
+            self._answer(snap["client"], {"ok": True, "path": snap["path"], "loaded": sorted(snap["loaded"]),
+                                          "not_loaded": late})
 
     def _carry_absent(self, snap: dict) -> list[str]:
         if not snap["absent"] or not self.last_snapshot:

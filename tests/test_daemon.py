@@ -199,6 +199,8 @@ def test_snapshots_before_the_workers_are_ready_keep_the_start_snapshot(daemons,
     snap = d.client.snapshot(tmp_path / "early.npz")  # the workers are still importing
     assert snap["keys"] == snap["carried"] == ["denoise/last_t_us"]
     np.testing.assert_array_equal(read_snapshot(snap["path"])["denoise/last_t_us"], marker)
+    ld = d.client.load(start)  # workers launched before a load keep what they were launched with: said
+    assert ld["loaded"] == [] and ld["not_loaded"] == ["io", "main"]
     ck = d.run_dir / "early-checkpoint.npz"
     d.wait_status(lambda s: s["last_snapshot"] == str(ck), what="first checkpoint")
     first = next(line for line in d.log.read_text().splitlines() if f"saved to {ck}" in line)
@@ -288,7 +290,8 @@ def _control_checks(client, info, run, tmp_path, g, run_dir):
     assert list(arrays) == ["denoise/last_t_us"] and arrays["denoise/last_t_us"].shape == (34, 34)
     assert arrays["denoise/last_t_us"].max() > 0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert client.load(snap["path"])["loaded"] == ["denoise"]
+    ld = client.load(snap["path"])
+    assert ld["loaded"] == ["denoise"] and ld["not_loaded"] == []
     assert client.status()["last_snapshot"] == snap["path"]
     with pytest.raises(SpikeflowError, match="nothere.npz"):
         client.load(tmp_path / "nothere.npz")
