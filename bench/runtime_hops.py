@@ -1,6 +1,7 @@
 """Graph runtime throughput and latency across 0, 1 and 2 worker hops, against raw pyzmq.
 
     .venv/bin/python bench/runtime_hops.py [--repeats 3] [--quick] [--only throughput|latency] [--sizes 1000 ...]
+                                           [--threads]
 
 Graph: zmq_input (fed from memory) -> refractory_filter (0 µs: passes everything, one kernel
 pass that reads every event, no copy) -> refractory_filter -> print sink, with the nodes spread over 1, 2 or 3
@@ -20,6 +21,8 @@ feeder excluded, on both sides) over the same span, per packet, sampled from /pr
 (psutil). Wall-clock throughput on a shared 2-core machine follows the load of other jobs;
 CPU per packet barely does, so ``cpu ratio`` (raw CPU / ours) is the steadier comparison of
 what each side costs per packet. Every ratio pairs ours and raw pyzmq of the same repeat.
+``--threads`` splits that CPU per process and thread (a worker's main thread is its node thread;
+ZeroMQ's I/O thread; the rest), for ours and for raw pyzmq's relays, to show where they differ.
 """
 
 from __future__ import annotations
@@ -130,9 +133,11 @@ class CpuSampler:
     """CPU time (user + system, all threads) of some processes, sampled every ``period_s`` with
     wall-clock stamps, so that the CPU they spent between two instants can be read afterwards."""
 
-    def __init__(self, pids, period_s: float = 0.005):
-        self.pids, self.period_s = pids, period_s
+    def __init__(self, pids, period_s: float = 0.005, by_thread: bool = False):
+        self.pids, self.period_s, self.by_thread = pids, period_s, by_thread
         self.series: dict[int, list[tuple[int, float]]] = {}
+        self.thread_series: dict[tuple[int, int], list[tuple[int, float]]] = {}
+        self.thread_names: dict[tuple[int, int], str] = {}
         self._procs: dict = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -146,15 +151,40 @@ class CpuSampler:
                 try:
                     proc = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
                     ct = proc.cpu_times()
+                    threads = proc.threads() if self.by_thread else ()
                 except psutil.Error:
                     continue
-                self.series.setdefault(pid, []).append((time.time_ns(), ct.user + ct.system))
+                now = time.time_ns()
+                self.series.setdefault(pid, []).append((now, ct.user + ct.system))
+                for th in threads:
+                    key = (pid, th.id)
+                    if self.thread_names.get(key, "?") in ("?", "python"):  # (ZeroMQ names its threads
+                        try:                                                  # once they run)
+                            self.thread_names[key] = Path(f"/proc/{pid}/task/{th.id}/comm").read_text().strip()
+                        except OSError:
+                            self.thread_names[key] = "?"
+                    self.thread_series.setdefault(key, []).append((now, th.user_time + th.system_time))
             if self._stop.wait(self.period_s):
                 return
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def threads_between(self, t0_ns: int, t1_ns: int, names: dict[int, str]) -> dict[str, float]:
+        """CPU seconds per thread role between two instants: ``<process> main`` (the main
+        thread: a worker's node thread, a relay's loop), ``<process> zmq-io`` (ZeroMQ's I/O
+        threads) and ``<process> other`` (the rest), where ``names`` maps pid -> process name.
+        psutil reads clock ticks (10 ms), so a role needs well over a second of CPU per run."""
+        out: dict[str, float] = {}
+        for (pid, tid), pts in self.thread_series.items():
+            ts = np.array([t for t, _ in pts], dtype=np.float64)
+            cs = np.array([c for _, c in pts])
+            comm = self.thread_names.get((pid, tid), "?")
+            role = "main" if tid == pid else ("zmq-io" if comm.startswith("ZMQbg/IO") else "other")
+            key = f"{names.get(pid, pid)} {role}"
+            out[key] = out.get(key, 0.0) + float(np.interp(t1_ns, ts, cs) - np.interp(t0_ns, ts, cs))
+        return out
 
     def between(self, t0_ns: int, t1_ns: int) -> float:
         """Seconds of CPU all sampled processes spent between two wall-clock instants (linear
@@ -167,14 +197,15 @@ class CpuSampler:
         return total
 
 
-def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool, tmp: Path) -> dict:
+def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool, tmp: Path,
+              by_thread: bool = False) -> dict:
     from spikeflow.service.daemon import Daemon
 
     src_ep = f"ipc://{tmp}/feed{hops}.sock" if transport == "ipc" else f"tcp://127.0.0.1:{_port()}"
     spec = load_graph(graph_text(src_ep, hops, transport))
     d = Daemon(spec, run_dir=tmp / "run", exit_when_done=True)
     d.start()   # the dry build (which opens and closes a zmq_input too) is over before we feed
-    cpu = CpuSampler(lambda: [w.pid for w in d.supervisor.workers.values() if w.alive])
+    cpu = CpuSampler(lambda: [w.pid for w in d.supervisor.workers.values() if w.alive], by_thread=by_thread)
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(src_ep, windows, paced, stop, lambda: d._started), daemon=True)
     feeder.start()
@@ -187,9 +218,10 @@ def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool,
     m = d.final_metrics["nodes"]
     sink = m["sink"]
     t0_ns, t1_ns = _span(d, "sink", "sink")
+    names = {w.pid: f"{w.name} [{', '.join(w.nodes)}]" for w in d.supervisor.workers.values()}
     return {"events": sink["events_in"], "packets": sink["packets_in"], "span_s": (t1_ns - t0_ns) / 1e9,
             "cpu_s": cpu.between(t0_ns, t1_ns), "p50_us": sink["latency"]["p50_us"],
-            "p99_us": sink["latency"]["p99_us"]}
+            "p99_us": sink["latency"]["p99_us"], "threads_s": cpu.threads_between(t0_ns, t1_ns, names)}
 
 
 def _span(d, first: str, last: str) -> tuple[int, int]:
@@ -225,9 +257,10 @@ def _raw_relay(pull_ep: str, push_ep: str | None, n: int, ready, done) -> None:
     ctx.destroy(linger=1000)
 
 
-def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Path) -> tuple[float, float]:
+def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Path,
+              threads: dict | None = None) -> tuple[float, float]:
     """Seconds to push ``packets`` protocol frames through ``hops`` raw PUSH/PULL hops, and the
-    CPU seconds the relay processes spent meanwhile."""
+    CPU seconds the relay processes spent meanwhile (per thread role into ``threads``, if given)."""
     import zmq
 
     from spikeflow.service.packet import Packet
@@ -253,7 +286,7 @@ def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Pat
     push = ctx.socket(zmq.PUSH)
     push.connect(eps[0])
     pids = [p.pid for p in procs]
-    cpu = CpuSampler(lambda: pids)
+    cpu = CpuSampler(lambda: pids, by_thread=threads is not None)
     time.sleep(0.2)  # connections established (and CPU sampled) before the clock starts
     t0, t0_ns = time.perf_counter(), time.time_ns()
     for _ in range(packets):
@@ -263,7 +296,18 @@ def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Pat
     for p in procs:
         p.join(30)
     ctx.destroy(linger=0)
+    if threads is not None:
+        names = {pid: (f"relay {i + 1}" if i + 1 < hops else "final") for i, pid in enumerate(pids)}
+        threads.update(cpu.threads_between(t0_ns, t1_ns, names))
     return t1 - t0, cpu.between(t0_ns, t1_ns)
+
+
+def print_thread_split(split: list[tuple[dict, dict]]) -> None:
+    """Per process and thread role, CPU µs per packet (median over repeats), ours then raw."""
+    for side, label in ((0, "ours"), (1, "raw pyzmq")):
+        keys = sorted({k for s in split for k in s[side]})
+        parts = [f"{k} {statistics.median(s[side].get(k, 0.0) for s in split) * 1e6:.1f}" for k in keys]
+        print(f"{'':>10}   {label}: " + "; ".join(p for p in parts if not p.endswith(" 0.0")), flush=True)
 
 
 def _port() -> int:
@@ -279,11 +323,17 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("throughput", "latency"), help="run one of the two tables")
     ap.add_argument("--sizes", type=int, nargs="+", choices=(1_000, 10_000, 100_000), default=None,
                     help="events per packet of the throughput table (default: all three)")
+    ap.add_argument("--threads", action="store_true",
+                    help="also split each row's CPU per packet by process and thread (main / ZeroMQ I/O / other), "
+                         "ours and raw pyzmq, over 5x the packets (per-thread times come in 10 ms ticks); a "
+                         "diagnosis: the per-thread sampling itself takes CPU from both sides")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="sfbench-"))
     scale = 0.2 if args.quick else 1.0
     plan = {1_000: int(3000 * scale), 10_000: int(400 * scale), 100_000: int(60 * scale)}
+    if args.threads:
+        plan = {k: 5 * v for k, v in plan.items()}
     plan = {k: v for k, v in plan.items() if args.sizes is None or k in args.sizes}
     rows = []
     print(f"# throughput, medians of {args.repeats}; ratio = ours / raw pyzmq (same frames, same hops, "
@@ -294,15 +344,18 @@ def main(argv=None) -> int:
         src = synthetic(per, packets)
         for hops in (0, 1, 2):
             for transport in (("ipc",) if hops == 0 else ("ipc", "tcp")):
-                ours, raw, cpu, raw_cpu = [], [], [], []
+                ours, raw, cpu, raw_cpu, split = [], [], [], [], []
                 for _ in range(args.repeats):
-                    r = run_graph(src, hops, transport, False, tmp)
+                    r = run_graph(src, hops, transport, False, tmp, by_thread=args.threads)
                     assert r["events"] == per * packets, r
                     ours.append(r["span_s"] * packets / (packets - 1))  # sink span covers packets - 1 gaps
                     cpu.append(r["cpu_s"] / (packets - 1))
-                    tr, cr = raw_pyzmq(per, packets, hops + 1, transport, tmp)  # + the feeding connection
+                    raw_threads = {} if args.threads else None
+                    tr, cr = raw_pyzmq(per, packets, hops + 1, transport, tmp, raw_threads)  # + the feeding connection
                     raw.append(tr)
                     raw_cpu.append(cr / packets)
+                    split.append(({k: v / (packets - 1) for k, v in r["threads_s"].items()},
+                                  {k: v / packets for k, v in (raw_threads or {}).items()}))
                 t, tr = statistics.median(ours), statistics.median(raw)
                 c, cr = statistics.median(cpu), statistics.median(raw_cpu)
                 row = {"per": per, "hops": hops, "via": transport if hops else "-", "pkt_s": packets / t,
@@ -315,6 +368,8 @@ def main(argv=None) -> int:
                 print(f"{per:>10} {hops:>4} {row['via']:>4} {row['pkt_s']:>9.0f} {row['mev_s']:>7.1f} "
                       f"{row['raw_pkt_s']:>10.0f} {row['raw_mev_s']:>9.1f} {row['ratio']:>6.2f} "
                       f"{row['cpu_us']:>7.1f} {row['raw_cpu_us']:>7.1f} {row['cpu_ratio']:>9.2f}", flush=True)
+                if args.threads:
+                    print_thread_split(split)
     print("\n# latency, paced real time: 1 ms packets of 1k events (1 M events/s), medians of p50/p99")
     print(f"{'hops':>4} {'via':>4} {'p50 us':>8} {'p99 us':>8}")
     src = synthetic(1000, int(2000 * scale))
