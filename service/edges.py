@@ -514,6 +514,8 @@ class EdgeReceiver:
             except ProtocolRejected as e:
                 self.rejects.count(e.reason, str(e))
                 return None
+        if packet.kind == "heartbeat" and packet.data.get("eos"):
+            return packet  # the end-of-stream marker (seq 0) is not a packet of the stream it names
         if self.repeats is not None and not self.repeats.fresh(packet):
             return None   # sent again by a restarted sender: consumed (credited), counted, dropped
         self.received += 1

@@ -485,7 +485,7 @@ def test_receiver_drops_what_a_restarted_sender_sends_again(ctx):
     assert got[-1].kind == "heartbeat" and got[-1].data == {"eos": True}
     st = rx.stats()
     assert st["duplicates_dropped"] == 4 and st["missing"] == 0
-    assert st["seq_resets"] == 2   # the encoder's new numbering, and the marker's seq 0
+    assert st["seq_resets"] == 1   # the encoder's new numbering (the end marker's seq 0 is not counted)
 
 
 # -- batches (docs/protocol.md §7) -----------------------------------------------------------
