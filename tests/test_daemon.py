@@ -386,6 +386,19 @@ params = {{ endpoint = "{ep}", policy = "{policy}", sndhwm = 4, heartbeat_ms = 0
         "window_us = 1000, loop", "window_us = 50000, loop")
 
 
+def _subscribed(d: DaemonProc, subscriber_cls):
+    """A subscriber (receive queue of 4, never read unless the test does) on the port publish
+    bound, ``tcp://127.0.0.1:*``. It connects once that port is bound, to a port no other
+    process chose in advance: a port picked by the test and connected to before the daemon
+    bound it could be taken meanwhile (a stall test under triple load once saw no subscriber
+    for 60 s)."""
+    def bound(m):
+        ep = m["nodes"].get("pub", {}).get("stats", {}).get("endpoint", "")
+        return ep if ep.startswith("tcp://") and not ep.endswith("*") else None
+
+    return subscriber_cls(d.wait_metrics(bound, what="publish bound"), rcvhwm=4)
+
+
 def test_stalled_subscriber_realtime_drops_with_bounded_memory(daemons, tmp_path, shared):
     """A subscriber that never reads: in realtime mode publish drops (counted), upstream keeps
     flowing, and the publishing worker's memory stays bounded."""
@@ -394,10 +407,9 @@ def test_stalled_subscriber_realtime_drops_with_bounded_memory(daemons, tmp_path
     from spikeflow.service.client import Subscriber
 
     src = shared("recordings/tonic-testdata/sample.aedat4")  # 50 ms windows: ~130 KB packets
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    stalled = Subscriber(ep, rcvhwm=4)
+    d = daemons(_stall_graph(src, "tcp://127.0.0.1:*", "realtime"), tmp_path, "stallrt")
+    stalled = _subscribed(d, Subscriber)
     try:
-        d = daemons(_stall_graph(src, ep, "realtime"), tmp_path, "stallrt")
         m = d.wait_metrics(lambda m: m["nodes"]["pub"]["drops"] > 100 and m, what="drops counted")
         io = psutil.Process(d.client.status()["workers"]["io"]["pid"])
         rss0 = io.memory_info().rss
@@ -420,10 +432,9 @@ def test_stalled_subscriber_lossless_makes_upstream_wait(daemons, tmp_path, shar
     from spikeflow.service.client import Subscriber
 
     src = shared("recordings/tonic-testdata/sample.aedat4")
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    sub = Subscriber(ep, rcvhwm=4)
+    d = daemons(_stall_graph(src, "tcp://127.0.0.1:*", "lossless"), tmp_path, "stallll")
+    sub = _subscribed(d, Subscriber)
     try:
-        d = daemons(_stall_graph(src, ep, "lossless"), tmp_path, "stallll")
         last = {"packets": -1}
 
         def stalled_upstream(m):
