@@ -418,7 +418,8 @@ def test_stalled_subscriber_realtime_drops_with_bounded_memory(daemons, tmp_path
         rss1 = io.memory_info().rss
         pub = m["nodes"]["pub"]
         assert pub["stats"]["dropped_slow"] == pub["drops"] > 100
-        assert pub["stats"]["sent"] + pub["drops"] == pub["packets_in"]
+        # (metrics are read while publish runs: one packet may be counted in but not yet handled)
+        assert pub["packets_in"] - 1 <= pub["stats"]["sent"] + pub["drops"] <= pub["packets_in"]
         assert rss1 - rss0 < 30 * 2**20, f"publishing worker grew by {(rss1 - rss0) / 2**20:.1f} MiB"
         assert stalled.received == 0
     finally:
