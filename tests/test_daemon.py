@@ -199,7 +199,7 @@ def test_snapshots_before_the_workers_are_ready_keep_the_start_snapshot(daemons,
     snap = d.client.snapshot(tmp_path / "early.npz")  # the workers are still importing
     assert snap["keys"] == snap["carried"] == ["denoise/last_t_us"]
     np.testing.assert_array_equal(read_snapshot(snap["path"])["denoise/last_t_us"], marker)
-    ld = d.client.load(start)  # workers launched before a load keep what they were launched with: said
+    ld = d.client.load(start)  # workers launched before the load keep their launch state, and it says so
     assert ld["loaded"] == [] and ld["not_loaded"] == ["io", "main"]
     ck = d.run_dir / "early-checkpoint.npz"
     d.wait_status(lambda s: s["last_snapshot"] == str(ck), what="first checkpoint")
