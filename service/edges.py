@@ -44,7 +44,7 @@ from typing import Any
 import zmq
 
 from .errors import ProtocolError
-from .packet import Packet, now_ns
+from .packet import Packet, is_eos, now_ns
 from .protocol import (BATCH_HEADER, COPY_THRESHOLD, MAX_BATCH, ProtocolRejected, RejectCounter, SeqTracker, batch_size,
                        decode, decode_batch, encode, encode_plain, has_input, is_batch, receiving_socket_options,
                        recv_frames, send_frames)
@@ -256,18 +256,22 @@ class EdgeSender:
             frames = None
         if not self._route(deadline):
             return False
-        sock = self._sock
         if frames is not None:
-            send_frames(sock, frames, _NOBLOCK)
-        elif events is not None:
-            _zsend(sock, topic, _MORE_NOBLOCK, True)
-            _zsend(sock, header, _MORE_NOBLOCK, True)
-            self._send_events(events, _NOBLOCK)
+            send_frames(self._sock, frames, _NOBLOCK)
         else:
-            _zsend(sock, topic, _MORE_NOBLOCK, True)
-            _zsend(sock, header, _NOBLOCK, True)
+            self._send_plain(topic, header, events)
         self._sent += 1
         return True
+
+    def _send_plain(self, topic: bytes, header: bytes, events: Any) -> None:
+        """The frames after the routing frame of one packet without data (``encode_plain``)."""
+        sock = self._sock
+        _zsend(sock, topic, _MORE_NOBLOCK, True)
+        if events is None:
+            _zsend(sock, header, _NOBLOCK, True)
+        else:
+            _zsend(sock, header, _MORE_NOBLOCK, True)
+            self._send_events(events, _NOBLOCK)
 
     def flush(self) -> None:
         """Send the packets a lossless ``send`` has batched: one message
@@ -282,13 +286,11 @@ class EdgeSender:
         if not self._route(None):
             self.dropped_overflow += len(batch)
             return
-        sock = self._sock
-        topic, header, events = batch[0]
-        _zsend(sock, topic, _MORE_NOBLOCK, True)
         if len(batch) == 1:
-            _zsend(sock, header, _MORE_NOBLOCK, True)
-            self._send_events(events, _NOBLOCK)
+            self._send_plain(*batch[0])
             return
+        sock = self._sock
+        _zsend(sock, batch[0][0], _MORE_NOBLOCK, True)
         _zsend(sock, BATCH_HEADER, _MORE_NOBLOCK, True)
         last = len(batch) - 1
         for i, (_, header, events) in enumerate(batch):
@@ -514,7 +516,7 @@ class EdgeReceiver:
             except ProtocolRejected as e:
                 self.rejects.count(e.reason, str(e))
                 return None
-        if packet.kind == "heartbeat" and packet.data.get("eos"):
+        if is_eos(packet):
             return packet  # the end-of-stream marker (seq 0) is not a packet of the stream it names
         if self.repeats is not None and not self.repeats.fresh(packet):
             return None   # sent again by a restarted sender: consumed (credited), counted, dropped

@@ -71,6 +71,11 @@ class Packet:
         return replace(self, events=ev, t0_us=t0, t1_us=max(t0, t1))
 
 
+def is_eos(packet: Packet) -> bool:
+    """``packet`` is an end-of-stream marker: a heartbeat whose data says ``eos`` (protocol §3)."""
+    return packet.kind == "heartbeat" and bool(packet.data.get("eos"))
+
+
 def events_packet(events: np.ndarray, stream: str, seq: int, sensor_size, t0_us: int, t1_us: int,
                   sent_ns: int | None = None, kind: str = "events") -> Packet:
     """Convenience constructor for an events/spikes packet."""

@@ -60,7 +60,7 @@ from spikeflow.service.graph import (
     resolve_metas,
 )
 from spikeflow.service.metrics import NodeMetrics
-from spikeflow.service.packet import Packet, now_ns
+from spikeflow.service.packet import Packet, is_eos, now_ns
 from spikeflow.service.repeats import RepeatFilter, replayable_streams
 from spikeflow.service.worker_inbox import Inbox
 
@@ -92,10 +92,6 @@ once: the next packet would keep its outputs waiting as long (docs/protocol.md Â
 def eos_packet(stream: str) -> Packet:
     """The end-of-stream marker a worker sends on each outgoing edge when it drains."""
     return Packet(kind="heartbeat", stream=stream, sent_ns=now_ns(), data={"eos": True})
-
-
-def is_eos(packet: Packet) -> bool:
-    return packet.kind == "heartbeat" and bool(packet.data.get("eos"))
 
 
 def edge_key(inp: InputSpec, consumer: str) -> str:
