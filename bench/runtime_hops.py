@@ -178,23 +178,24 @@ class CpuSampler:
         psutil reads clock ticks (10 ms), so a role needs well over a second of CPU per run."""
         out: dict[str, float] = {}
         for (pid, tid), pts in self.thread_series.items():
-            ts = np.array([t for t, _ in pts], dtype=np.float64)
-            cs = np.array([c for _, c in pts])
             comm = self.thread_names.get((pid, tid), "?")
             role = "main" if tid == pid else ("zmq-io" if comm.startswith("ZMQbg/IO") else "other")
             key = f"{names.get(pid, pid)} {role}"
-            out[key] = out.get(key, 0.0) + float(np.interp(t1_ns, ts, cs) - np.interp(t0_ns, ts, cs))
+            out[key] = out.get(key, 0.0) + _spent(pts, t0_ns, t1_ns)
         return out
 
     def between(self, t0_ns: int, t1_ns: int) -> float:
         """Seconds of CPU all sampled processes spent between two wall-clock instants (linear
         interpolation between samples)."""
-        total = 0.0
-        for pts in self.series.values():
-            ts = np.array([t for t, _ in pts], dtype=np.float64)
-            cs = np.array([c for _, c in pts])
-            total += float(np.interp(t1_ns, ts, cs) - np.interp(t0_ns, ts, cs))
-        return total
+        return sum(_spent(pts, t0_ns, t1_ns) for pts in self.series.values())
+
+
+def _spent(pts: list[tuple[int, float]], t0_ns: int, t1_ns: int) -> float:
+    """CPU seconds a sampled series ``[(wall ns, CPU s)]`` grew by between two instants (linear
+    interpolation between samples)."""
+    ts = np.array([t for t, _ in pts], dtype=np.float64)
+    cs = np.array([c for _, c in pts])
+    return float(np.interp(t1_ns, ts, cs) - np.interp(t0_ns, ts, cs))
 
 
 def run_graph(windows: list[np.ndarray], hops: int, transport: str, paced: bool, tmp: Path,
