@@ -708,8 +708,7 @@ class _SpikingNode(Node):
         spike and, for a layer with a dense path, one where every input neuron spikes."""
         c, h, w = self._in_shape
         data = {"time_steps": 1, "step_us": 1, "t_start_us": 0}
-        samples = [every_pixel(self._in_shape)] if dense else []
-        samples.append(samples[0][:1] if dense else every_pixel((1, 1, 1)))
+        samples = [every_pixel((1, 1, 1))] + ([every_pixel(self._in_shape)] if dense else [])
         probes = [Packet("spikes", "warm", 0, SensorSize(w, h, c), 0, 1, 0, ev, dict(data)) for ev in samples]
         warm_kernels(self, "spikes_in", probes)
 
