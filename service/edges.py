@@ -10,7 +10,9 @@ sender built with ``batch`` > 1 sends the small packets it is given between two 
 calls as one batch message (docs/protocol.md §7); credits count packets either way.
 
 * ``lossless``: when the window is full, :meth:`EdgeSender.send` waits (backpressure) until the
-  receiver catches up or :meth:`EdgeSender.stop` is called. Memory is bounded by the window.
+  receiver catches up or :meth:`EdgeSender.stop` is called. Memory is bounded by the window
+  and, given ``max_bytes``, by the payload bytes in flight (beyond :data:`BYTES_FLOOR`
+  packets): many small packets may be in flight, few large ones.
 * ``realtime``: ``send`` never blocks. Packets that cannot go now wait in *our* bounded queue;
   when it is full the oldest is dropped, and packets older than ``max_age_ms`` are dropped when
   dequeued. Every drop is counted, and the receiver sees it as a gap in ``seq``.
@@ -56,6 +58,13 @@ def default_window(policy: str, queue: int) -> int:
     """The credit window of an edge: its queue when lossless; at most 4 when realtime, so stale
     packets do not pile up in flight."""
     return int(queue if policy == "lossless" else min(4, queue))
+
+
+BYTES_FLOOR = 32
+"""A lossless sender's byte budget (``max_bytes``) never holds it below this many packets in
+flight: twice the most a receiver leaves uncredited (16, docs/protocol.md §7), so an idle
+receiver's uncredited remainder can never stall it."""
+
 _CREDIT = struct.Struct("<cIQ")
 BATCH_MAX = 32
 """Packets per message of the runtime's lossless edges (``EdgeSender(batch=BATCH_MAX)``;
@@ -74,6 +83,14 @@ _zrecv = zmq.backend.Socket.recv
 _Again = zmq.Again
 _Frame = zmq.Frame
 _EHOSTUNREACH = zmq.EHOSTUNREACH
+
+
+def payload_bytes(packet: Packet) -> int:
+    """Bytes of a packet's arrays (its events and any arrays in ``data``): what a byte budget counts."""
+    n = 0 if packet.events is None else packet.events.nbytes
+    if packet.data:
+        n += sum(v.nbytes for v in packet.data.values() if hasattr(v, "nbytes"))
+    return n
 
 
 def _open(context: zmq.Context | None, kind: int, endpoint: str, bind: bool, hwm: int) -> zmq.Socket:
@@ -114,7 +131,7 @@ class EdgeSender:
     def __init__(self, endpoint: str, *, policy: str = "lossless", queue: int = 32, bind: bool = True,
                  context: zmq.Context | None = None, window: int | None = None,
                  max_age_ms: float | None = None, topic: bytes | None = None,
-                 stop_event: threading.Event | None = None, batch: int = 1):
+                 stop_event: threading.Event | None = None, batch: int = 1, max_bytes: int | None = None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if queue < 1:
@@ -124,6 +141,12 @@ class EdgeSender:
         self.policy = policy
         self.queue_limit = int(queue)
         self.window = int(window or default_window(policy, queue))
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        # payload bytes of each packet in flight, oldest first (lossless with a byte budget only)
+        self.max_bytes = int(max_bytes) if max_bytes is not None and policy == "lossless" else None
+        self._sizes: deque[int] = deque()
+        self._bytes = 0               # their sum
         self.max_age_ns = None if max_age_ms is None else int(max_age_ms * 1e6)
         self.topic = topic
         self._stop = stop_event or threading.Event()
@@ -179,23 +202,36 @@ class EdgeSender:
                 continue
             _, rid, consumed = _CREDIT.unpack(parts[1].bytes)
             if rid != self._rid:      # a new receiver: whatever went to an older one is gone
-                self._rid = rid
-                self._base = self._sent - consumed
+                self._rid = rid       # (what is batched has gone nowhere yet: it goes to this one)
+                self._base = self._sent - len(self._batch) - consumed
             self._peer = parts[0].bytes   # (a reconnect of the same receiver changes only this)
             self._acked = consumed
             self.credits += 1
+        if self.max_bytes is not None and self._rid is not None:
+            sizes, keep = self._sizes, self._sent - self._base - self._acked
+            while len(sizes) > keep and sizes:   # consumed: no longer in flight (a receiver
+                # crediting more than it was sent must not break the sender)
+                self._bytes -= sizes.popleft()
         self._plan()
+
+    def _room(self) -> bool:
+        """The window (and the byte budget, above BYTES_FLOOR packets) has room for one more."""
+        f = self.in_flight
+        return f < self.window and (self.max_bytes is None or f < BYTES_FLOOR or self._bytes < self.max_bytes)
 
     def _wait_credit(self, deadline: float | None) -> bool:
         """Wait until the window has room; False on stop or timeout."""
-        if self._sent < self._free_until:
+        if self._sent < self._free_until and (self.max_bytes is None or self._bytes < self.max_bytes):
             return True  # fast path: room for this one without reading credits
+        self._drain_control()
+        if self._room():
+            return True  # credit had come: no wait, and what is batched may keep filling
         self.flush()   # the receiver can only credit what it has been sent
         t_start = self._waiting_since = time.perf_counter_ns()
         try:
             while True:
                 self._drain_control()
-                if self.in_flight < self.window:
+                if self._room():
                     return True
                 if self._stop.is_set():
                     return False
@@ -261,6 +297,10 @@ class EdgeSender:
         else:
             self._send_plain(topic, header, events)
         self._sent += 1
+        if self.max_bytes is not None:
+            n = payload_bytes(packet)
+            self._sizes.append(n)
+            self._bytes += n
         return True
 
     def _send_plain(self, topic: bytes, header: bytes, events: Any) -> None:
@@ -324,6 +364,10 @@ class EdgeSender:
                 self._batch_t0 = time.perf_counter_ns()
             batch.append(frames)
             self._sent += 1
+            if self.max_bytes is not None:
+                n = ev.nbytes
+                self._sizes.append(n)
+                self._bytes += n
             if len(batch) >= self.batch_max:
                 self.flush()
             return True
@@ -400,6 +444,7 @@ class EdgeSender:
         return {"policy": self.policy, "sent": self._sent, "dropped": self.dropped_overflow + self.dropped_late,
                 "dropped_overflow": self.dropped_overflow, "dropped_late": self.dropped_late,
                 "queued": len(self._queue), "in_flight": self.in_flight, "window": self.window,
+                "in_flight_bytes": self._bytes, "max_bytes": self.max_bytes,
                 "waiting": since is not None,
                 "wait_ns": self.wait_ns + (0 if since is None else time.perf_counter_ns() - since),
                 "bad_control": self.bad_control, "credits": self.credits, "batches": self.batches,

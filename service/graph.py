@@ -39,6 +39,12 @@ from spikeflow.service.errors import GraphError
 from spikeflow.service.events import SensorSize
 
 POLICIES = ("lossless", "realtime")
+DEFAULT_QUEUE = {"lossless": 256, "realtime": 64}
+"""Packets an edge holds by default: in flight when lossless (its credit window), in the
+drop-oldest queue when realtime."""
+DEFAULT_QUEUE_BYTES = 16 << 20
+"""Payload bytes a lossless edge keeps in flight by default, beyond its first 32 packets (so
+256 small packets may be in flight, but only 32 of 1.4 MB)."""
 DEFAULT_WORKER = "main"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -74,8 +80,9 @@ class InputSpec:
     node: str
     out_port: str
     policy: str = "lossless"
-    queue: int = 64
+    queue: int = DEFAULT_QUEUE["lossless"]
     key: str = ""
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
 
 
 @dataclass
@@ -264,24 +271,33 @@ def _inputs(key: str, cls: type, raw: Any) -> dict[str, InputSpec]:
         pkey = f"{key}.inputs.{port}"
         if port not in cls.inputs:
             raise GraphError(pkey, f"unknown input port of {cls.type_name}; its inputs: {sorted(cls.inputs) or 'none'}")
-        policy, queue = "lossless", 64
+        policy, queue, queue_bytes = "lossless", None, DEFAULT_QUEUE_BYTES
         if isinstance(ref, dict):
-            extra = sorted(set(ref) - {"from", "policy", "queue"})
+            extra = sorted(set(ref) - {"from", "policy", "queue", "queue_bytes"})
             if extra:
-                raise GraphError(f"{pkey}.{extra[0]}", "unknown edge key; expected from, policy, queue")
+                raise GraphError(f"{pkey}.{extra[0]}", "unknown edge key; expected from, policy, queue, queue_bytes")
             policy = ref.get("policy", policy)
-            queue = ref.get("queue", queue)
+            queue = ref.get("queue")
+            queue_bytes = ref.get("queue_bytes", queue_bytes)
+            budget_given = "queue_bytes" in ref
             ref = ref.get("from")
             if policy not in POLICIES:
                 raise GraphError(f"{pkey}.policy", f"expected one of {list(POLICIES)}, got {policy!r}")
-            if isinstance(queue, bool) or not isinstance(queue, int) or queue < 1:
+            if queue is not None and (isinstance(queue, bool) or not isinstance(queue, int) or queue < 1):
                 raise GraphError(f"{pkey}.queue", f"expected an integer >= 1, got {queue!r}")
+            if isinstance(queue_bytes, bool) or not isinstance(queue_bytes, int) or queue_bytes < 1:
+                raise GraphError(f"{pkey}.queue_bytes", f"expected an integer >= 1, got {queue_bytes!r}")
+            if budget_given and policy != "lossless":
+                raise GraphError(f"{pkey}.queue_bytes", "only lossless edges have a byte budget; a realtime "
+                                                        "edge's queue counts packets")
             if policy == "realtime" and getattr(cls, "requires_lossless", False):
                 raise GraphError(f"{pkey}.policy", f"{cls.type_name} must not lose data: only 'lossless' is allowed")
+        if queue is None:
+            queue = DEFAULT_QUEUE[policy]
         if not isinstance(ref, str) or ref.count(".") != 1:
             raise GraphError(pkey, f"expected \"node.port\", got {ref!r}")
         src, out_port = ref.split(".")
-        out[port] = InputSpec(port, src, out_port, policy, queue, pkey)
+        out[port] = InputSpec(port, src, out_port, policy, queue, pkey, queue_bytes)
     optional = set(getattr(cls, "optional_inputs", ()))
     missing = sorted(set(cls.inputs) - set(out) - optional)
     if missing:

@@ -215,8 +215,9 @@ class Worker:
         from spikeflow.service.edges import BATCH_MAX, EdgeSender
 
         # lossless edges batch what the node thread sends between two waits (run() flushes them)
+        lossless = inp.policy == "lossless"
         s = EdgeSender(self._endpoint(key), policy=inp.policy, queue=inp.queue, bind=True, context=self._context,
-                       batch=BATCH_MAX if inp.policy == "lossless" else 1)
+                       batch=BATCH_MAX if lossless else 1, max_bytes=inp.queue_bytes if lossless else None)
         self._senders[key] = s
         if inp.policy == "realtime":
             self._realtime.append(s)

@@ -632,3 +632,108 @@ def test_a_batching_sender_sends_its_batch_on_drain_and_close(ctx):
         finally:
             done.set()
             th.join(5)
+
+
+def test_sender_that_finds_credit_keeps_filling_its_batch(ctx):
+    """Reading credits is no reason to send a half-full batch: with room in the window, the
+    batch fills to its size (3 batches of 20 for 60 packets), rather than going out at every
+    credit read (20, 12, 16, 8 and 4 with the previous rule)."""
+    sent = _small_packets(60)
+    with EdgeSender("inproc://fill", policy="lossless", queue=64, batch=20, context=ctx) as tx, \
+            EdgeReceiver("inproc://fill", context=ctx, window=64) as rx:
+        for p in sent:
+            assert tx.send(p, timeout_ms=5000)
+        tx.flush()
+        assert (tx.stats()["batches"], tx.stats()["batched"]) == (3, 60)
+        got = _collect(rx, 60)
+        assert [p.seq for p in got] == list(range(60)) and rx.stats()["batches"] == 3
+
+
+@pytest.mark.parametrize("max_packets, max_bytes, held", [(256, 50 * 14_000, 50), (256, 1, 32), (20, 10**9, 20)])
+def test_lossless_byte_budget_bounds_what_is_in_flight(ctx, max_packets, max_bytes, held):
+    """A stalled receiver: the sender stops at its byte budget (50 packets of 14,000 bytes in
+    700,000), never below 32 packets (the floor that keeps a receiver's uncredited remainder
+    from stalling it), and at its packet window when that comes first. Then everything flows,
+    in order."""
+    ev = make_events(np.arange(1000), np.arange(1000) % 128, np.arange(1000) % 128, np.arange(1000) % 2)
+    assert ev.nbytes == 14_000
+    n = 120
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=max_packets, max_bytes=max_bytes, context=ctx)
+    rx = EdgeReceiver(tx.endpoint, context=ctx, window=max_packets)
+    progress = []
+
+    def produce():
+        for seq in range(n):
+            assert tx.send(Packet("events", "s", seq, SensorSize(128, 128, 2), seq, seq + 1, 0, ev), timeout_ms=10_000)
+            progress.append(seq)
+
+    th = threading.Thread(target=produce)
+    try:
+        th.start()
+        wait_until(lambda: len(progress) >= held and tx.stats()["waiting"], timeout_s=10,
+                   what=f"the sender waiting for credit after {held} packets")
+        th.join(0.2)   # and staying there
+        assert len(progress) == held and tx.in_flight == held
+        assert tx.stats()["in_flight_bytes"] == held * ev.nbytes
+        assert tx.stats()["max_bytes"] == max_bytes
+        got = _collect(rx, n)
+        th.join(10)
+        assert [p.seq for p in got] == list(range(n)) and not th.is_alive()
+        assert rx.recv(0) is None and tx.drain(2000)
+        assert tx.in_flight == 0 and tx.stats()["in_flight_bytes"] == 0
+    finally:
+        tx.stop()
+        th.join(5)
+        tx.close()
+        rx.close()
+
+
+def test_byte_budget_forgets_what_a_dead_receiver_held(ctx):
+    """A restarted receiver (new id) resets the window: the bytes sent to its predecessor no
+    longer count against the budget."""
+    ev = make_events(np.arange(1000), np.zeros(1000), np.zeros(1000), np.ones(1000))
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=256, max_bytes=40 * ev.nbytes, context=ctx)
+    try:
+        rx = EdgeReceiver(tx.endpoint, context=ctx, window=256)
+        for seq in range(40):
+            assert tx.send(Packet("events", "s", seq, SensorSize(1, 1, 2), seq, seq + 1, 0, ev), timeout_ms=5000)
+        assert not tx.send(Packet("events", "s", 40, SensorSize(1, 1, 2), 40, 41, 0, ev), timeout_ms=200)
+        rx.close()
+        rx = EdgeReceiver(tx.endpoint, context=ctx, window=256)
+        assert tx.send(Packet("events", "s", 40, SensorSize(1, 1, 2), 40, 41, 0, ev), timeout_ms=5000)
+        assert tx.stats()["in_flight_bytes"] == ev.nbytes and tx.in_flight == 1
+        got = _collect(rx, 1)
+        assert [p.seq for p in got] == [40]
+        rx.close()
+    finally:
+        tx.stop()
+        tx.close()
+
+
+def test_receiver_restart_while_a_batch_waits_gets_that_batch(ctx):
+    """A receiver restarts while the sender holds a part-filled batch: those packets have gone
+    nowhere, so they count as in flight to the new receiver, which gets them; the window and
+    the byte budget balance to zero once it has consumed everything."""
+    sent = _small_packets(6)
+    tx = EdgeSender("tcp://127.0.0.1:*", policy="lossless", queue=8, batch=32, max_bytes=10**9, context=ctx)
+    rx2 = None
+    try:
+        rx1 = EdgeReceiver(tx.endpoint, context=ctx, window=8)
+        for p in sent[:4]:
+            assert tx.send(p, timeout_ms=5000)   # batched: none sent yet
+        assert tx.stats()["unsent"] == 4
+        rx1.close()
+        rx2 = EdgeReceiver(tx.endpoint, context=ctx, window=8)
+        wait_until(lambda: tx.socket.poll(0), timeout_s=10, what="the new receiver's hello")
+        for p in sent[4:]:
+            assert tx.send(p, timeout_ms=5000)   # the first reads the hello with the batch waiting
+        tx.flush()
+        got = _collect(rx2, 6)
+        assert [p.seq for p in got] == list(range(6))
+        assert rx2.recv(0) is None and tx.drain(2000)
+        assert tx.in_flight == 0 and tx.stats()["in_flight_bytes"] == 0
+    finally:
+        tx.stop()
+        tx.close()
+        if rx2 is not None:
+            rx2.close()

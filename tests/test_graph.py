@@ -179,7 +179,30 @@ def test_bad_edge_policy_and_queue(nmnist):
     e = err(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", queue = 0 } }'))
     assert e.key == "nodes.f.inputs.events_in.queue"
     e = err(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", qeue = 3 } }'))
-    assert e.key == "nodes.f.inputs.events_in.qeue"
+    assert e.key == "nodes.f.inputs.events_in.qeue" and "queue_bytes" in str(e)
+    e = err(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", queue_bytes = 0 } }'))
+    assert e.key == "nodes.f.inputs.events_in.queue_bytes" and ">= 1" in str(e)
+    e = err(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", queue_bytes = "1M" } }'))
+    assert e.key == "nodes.f.inputs.events_in.queue_bytes"
+    e = err(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", policy = "realtime", '
+                               'queue_bytes = 1000 } }'))
+    assert e.key == "nodes.f.inputs.events_in.queue_bytes" and "only lossless" in str(e)
+
+
+def test_edge_queue_defaults_follow_the_policy(nmnist):
+    """Lossless: 256 packets in flight and a 16 MiB byte budget; realtime: a queue of 64
+    packets (no byte budget); both overridable."""
+    from spikeflow.service.graph import DEFAULT_QUEUE_BYTES
+
+    inp = load_graph(graph(nmnist, filt='inputs = { events_in = "src.events_out" }')).nodes["f"].inputs["events_in"]
+    assert (inp.policy, inp.queue, inp.queue_bytes) == ("lossless", 256, DEFAULT_QUEUE_BYTES) == \
+           ("lossless", 256, 16 << 20)
+    inp = load_graph(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", policy = "realtime" } }')
+                     ).nodes["f"].inputs["events_in"]
+    assert (inp.policy, inp.queue) == ("realtime", 64)
+    inp = load_graph(graph(nmnist, filt='inputs = { events_in = { from = "src.events_out", queue = 8, '
+                                        'queue_bytes = 100_000 } }')).nodes["f"].inputs["events_in"]
+    assert (inp.queue, inp.queue_bytes) == (8, 100_000)
 
 
 def test_record_refuses_a_realtime_edge(nmnist, tmp_path):

@@ -117,6 +117,9 @@ def test_cross_worker_lossless_edges_deliver_everything(nmnist, tmp_path, transp
     # (docs/protocol.md §7), each received as one message and delivered packet by packet
     rec = sent["rec.events_in"]
     assert rec["batches"] > 0 and rec["batched"] >= 2 * rec["batches"]
+    # each sender has its edge's limits: the defaults for rec, the graph's queue for tap
+    assert (rec["window"], rec["max_bytes"]) == (256, 16 << 20)
+    assert (sent["tap.events_in"]["window"], sent["tap.events_in"]["max_bytes"]) == (8, 16 << 20)
     assert io["edges"]["rec.events_in"]["batches"] == rec["batches"]
 
 
