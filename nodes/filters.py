@@ -60,9 +60,7 @@ class _PixelMapFilter(Node):
         self.events_kept += n_kept
         # all kept: pass the input view on (no copy)
         kept = ev if n_kept == n else out[:n_kept]
-        # not packet.with_events (dataclasses.replace): its field walk costs more than the filter
-        return {"events_out": [Packet(packet.kind, packet.stream, packet.seq, packet.sensor_size, packet.t0_us,
-                                      packet.t1_us, packet.sent_ns, kept, packet.data)]}
+        return {"events_out": [packet.with_events(kept)]}
 
     def state(self) -> dict[str, np.ndarray]:
         """The per-pixel timestamp map, so a restarted worker filters on without a cold start."""

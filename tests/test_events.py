@@ -78,6 +78,20 @@ def test_packet_slice_is_view_and_clips_window(nmnist):
         events_packet(_tonic_copy(ev), "s", 0, ss, 0, 1)
 
 
+def test_with_events_keeps_the_metadata_around_new_events():
+    ev = make_events(np.arange(5), np.arange(5), np.arange(5), np.ones(5))
+    p = Packet("spikes", "f.events_out", 7, SensorSize(8, 8, 2), 100, 200, 123, ev, {"k": 1})
+    q = p.with_events(ev[1:3])
+    assert type(q) is Packet and q is not p and q.events.tolist() == ev[1:3].tolist()
+    assert (q.kind, q.stream, q.seq, q.sensor_size, q.t0_us, q.t1_us, q.sent_ns, q.data) == \
+           ("spikes", "f.events_out", 7, SensorSize(8, 8, 2), 100, 200, 123, {"k": 1})
+    assert p.events is ev and p.seq == 7     # the original is unchanged
+    r = p.with_events(ev[:1], seq=8, t1_us=150)
+    assert (r.seq, r.t0_us, r.t1_us, r.stream, len(r.events)) == (8, 100, 150, "f.events_out", 1)
+    with pytest.raises(ValueError):
+        p.with_events(ev, kind="bogus")       # changes are checked like a new packet
+
+
 def test_is_sorted_and_make_events():
     ev = make_events([3, 1], [0, 1], [0, 1], [1, 0])
     assert ev.dtype == EVENT_DTYPE and not is_sorted(ev)
