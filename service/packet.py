@@ -69,7 +69,7 @@ class Packet:
             return replace(self, events=events, **changes)
         fields = self.__dict__.copy()
         fields["events"] = events
-        packet = _new(Packet)
+        packet = _new(type(self))
         packet.__dict__ = fields
         return packet
 
