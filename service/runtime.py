@@ -134,6 +134,21 @@ class _Edge:
         self.recv = getattr(rx, "recv_nowait", None) or (lambda: rx.recv(0))
 
 
+class _NodePlan:
+    """What delivering a packet to one node needs, looked up once when the worker is built
+    (not per packet): its process method, metrics and where each output port goes."""
+
+    __slots__ = ("counters", "latency", "metrics", "name", "proc", "process", "routes", "sink")
+
+    def __init__(self, name: str, node: Node, metrics: NodeMetrics, sink: bool):
+        self.name, self.process, self.metrics, self.sink = name, node.process, metrics, sink
+        self.counters, self.latency, self.proc = metrics.counters, metrics.latency, metrics.proc
+        self.routes: dict[str, tuple[tuple, tuple]] = {}   # out port -> ((plan, in port)...), ((key, sender)...)
+
+
+_NOWHERE: tuple[tuple, tuple] = ((), ())
+
+
 class Worker:
     """Builds and runs the nodes of one worker group.
 
@@ -176,6 +191,7 @@ class Worker:
         self._receiver_stats: dict[str, Callable[[], dict]] = {}
         self.replayable = replayable_streams(spec)
         self._wire()
+        self._plans = self._make_plans()
         if snapshot:
             loaded = self.load_state(snapshot)
             log.info("worker %s: state of %s loaded from %s", worker, loaded or "no node", snapshot)
@@ -204,6 +220,15 @@ class Worker:
                 elif down_here:
                     self._endpoint(key)
                     self._receivers.append((key, consumer, inp.port, inp))
+
+    def _make_plans(self) -> dict[str, _NodePlan]:
+        plans = {n: _NodePlan(n, self.nodes[n], self.metrics[n], n in self._sinks) for n in self.names}
+        for (node, port), consumers in self._route_local.items():
+            local = tuple((plans[c], p) for c, p in consumers)
+            plans[node].routes[port] = (local, plans[node].routes.get(port, _NOWHERE)[1])
+        for (node, port), senders in self._route_remote.items():
+            plans[node].routes[port] = (plans[node].routes.get(port, _NOWHERE)[0], tuple(senders))
+        return plans
 
     def _endpoint(self, key: str) -> str:
         ep = self.endpoints.get(key)
@@ -537,58 +562,84 @@ class Worker:
     # -- the chain --------------------------------------------------------------------------
     def _emit(self, node: str, port: str, packet: Packet) -> None:
         """``packet`` leaves ``node.port``: direct calls into local consumers, sends on edges."""
-        for consumer, in_port in self._route_local.get((node, port), ()):
-            self._deliver(consumer, in_port, packet)
-        for key, sender in self._route_remote.get((node, port), ()):
+        plan = self._plans[node]
+        local, remote = plan.routes.get(port, _NOWHERE)
+        for consumer, in_port in local:
+            self._run_node(consumer, in_port, packet)
+        if remote:
+            self._send_remote(plan, remote, packet)
+
+    def _send_remote(self, plan: _NodePlan, remote: tuple, packet: Packet) -> None:
+        for key, sender in remote:
             try:
                 sender.send(packet)
             except SpikeflowError as e:  # e.g. a packet the wire cannot carry: counted, not fatal
-                c = self.metrics[node].counters
+                c = plan.counters
                 c["errors"] += 1
                 if c["errors"] <= 3 or c["errors"] % 1000 == 0:
                     log.error("edge %s: cannot send %s#%d: %s", key, packet.stream, packet.seq, e)
 
     def _deliver(self, name: str, port: str, packet: Packet) -> None:
-        """Run ``packet`` through node ``name`` and route what it emits.
+        """Run ``packet`` through node ``name`` and route what it emits."""
+        self._run_node(self._plans[name], port, packet)
+
+    def _run_node(self, plan: _NodePlan, port: str, packet: Packet) -> None:
+        """:meth:`_deliver` with the node's plan in hand (what local consumers get).
 
         Two reads of the wall clock per node serve all its metrics: processing time (after -
         before), the age of what it emits or consumes (after - sent_ns) and its throughput span.
         (The processing time shares the wall clock with latency: a clock step during one call,
         rare, would show in that one sample, clamped at 0 if negative.)"""
-        m = self.metrics[name]
-        c = m.counters
+        c = plan.counters
         c["packets_in"] += 1
-        c["events_in"] += packet.count
+        ev = packet.events
+        if ev is not None:
+            c["events_in"] += len(ev)
         t0 = _time_ns()
         try:
-            out = self.nodes[name].process(port, packet)
+            out = plan.process(port, packet)
         except Exception as e:  # noqa: BLE001 - one bad packet must not take the graph down
             c["errors"] += 1
             if c["errors"] <= 3 or c["errors"] % 1000 == 0:
                 log.error("node %s failed on packet %s#%d (%d errors so far): %s: %s",
-                          name, packet.stream, packet.seq, c["errors"], type(e).__name__, e)
+                          plan.name, packet.stream, packet.seq, c["errors"], type(e).__name__, e)
             return
         now = _time_ns()
-        m.proc.record(now - t0)
+        plan.proc.record(now - t0)
+        m = plan.metrics
         if not m.first_ns:   # (NodeMetrics.seen, inlined: this runs for every node and packet)
             m.first_ns = now
         m.last_ns = now
-        self._route_outputs(name, m, out, packet, now)
+        if out:
+            self._fan_out(plan, out, now)
+        elif plan.sink and packet.sent_ns:
+            plan.latency.record(now - packet.sent_ns)  # end-to-end: the age of data consumed here
 
-    def _route_outputs(self, name: str, m: NodeMetrics, out, packet: Packet | None, now: int | None = None) -> None:
-        if now is None:
-            now = _time_ns()
-        if not out:
-            if packet is not None and name in self._sinks and packet.sent_ns:
-                m.latency.record(now - packet.sent_ns)  # end-to-end: the age of data consumed here
-            return
+    def _fan_out(self, plan: _NodePlan, out, now: int) -> None:
+        """Count what ``plan``'s node emitted, record its age and pass it on."""
+        c, latency, routes = plan.counters, plan.latency, plan.routes
         for oport, pkts in out.items():
+            local, remote = routes.get(oport, _NOWHERE)
             for p in pkts:
-                m.counters["packets_out"] += 1
-                m.counters["events_out"] += p.count
+                c["packets_out"] += 1
+                ev = p.events
+                if ev is not None:
+                    c["events_out"] += len(ev)
                 if p.sent_ns:
-                    m.latency.record(now - p.sent_ns)
-                self._emit(name, oport, p)
+                    latency.record(now - p.sent_ns)
+                for consumer, in_port in local:
+                    self._run_node(consumer, in_port, p)
+                if remote:
+                    self._send_remote(plan, remote, p)
+
+    def _route_outputs(self, name: str, out, packet: Packet | None) -> None:
+        """Route what node ``name`` emitted outside a delivery (its ``flush``)."""
+        plan = self._plans[name]
+        now = _time_ns()
+        if out:
+            self._fan_out(plan, out, now)
+        elif packet is not None and plan.sink and packet.sent_ns:
+            plan.latency.record(now - packet.sent_ns)
 
     def _drain(self) -> None:
         for name in self.names:
@@ -599,7 +650,7 @@ class Worker:
                 self.failures.append(f"{name}.flush: {type(e).__name__}: {e}")
                 log.error("flush of %s failed: %s", name, e)
                 continue
-            self._route_outputs(name, self.metrics[name], out, None)
+            self._route_outputs(name, out, None)
         for key, sender in self._senders.items():
             consumer, _, port = key.rpartition(".")
             inp = self.spec.nodes[consumer].inputs[port]
