@@ -60,6 +60,20 @@ def synthetic(per_packet: int, packets: int) -> list[np.ndarray]:
     return out
 
 
+def feed_packet(k: int, ev: np.ndarray, sent_ns: int = 0):
+    """Packet ``k`` of the feeder's stream ``feed``: window [k ms, k+1 ms)."""
+    from spikeflow.service.packet import Packet
+
+    return Packet("events", "feed", k, SIZE, k * 1000, (k + 1) * 1000, sent_ns, ev)
+
+
+def feed_frames(windows: list[np.ndarray]) -> list[list[bytes]]:
+    """The protocol-v1 frames of ``windows`` as the unpaced feeder sends them, one set per packet."""
+    from spikeflow.service.protocol import encode
+
+    return [[bytes(f) for f in encode(feed_packet(k, ev))] for k, ev in enumerate(windows)]
+
+
 def feed(endpoint: str, windows: list[np.ndarray], paced: bool, stop: threading.Event, started=None) -> None:
     """Push ``windows`` into the graph's zmq_input, then an end-of-stream heartbeat.
 
@@ -73,14 +87,11 @@ def feed(endpoint: str, windows: list[np.ndarray], paced: bool, stop: threading.
     from spikeflow.service.packet import Packet, now_ns
     from spikeflow.service.protocol import encode
 
-    def packet(k, ev, sent_ns=0):
-        return Packet("events", "feed", k, SIZE, k * 1000, (k + 1) * 1000, sent_ns, ev)
-
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 10_000)
     push.bind(endpoint)   # the graph's zmq_input connects: nothing goes before it is there
-    encoded = None if paced else [[bytes(f) for f in encode(packet(k, ev))] for k, ev in enumerate(windows)]
+    encoded = None if paced else feed_frames(windows)
     if paced and started is not None:
         while not started() and not stop.is_set():
             time.sleep(0.01)
@@ -94,7 +105,7 @@ def feed(endpoint: str, windows: list[np.ndarray], paced: bool, stop: threading.
             delay = t_next - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            frames = encode(packet(k, ev, now_ns()))
+            frames = encode(feed_packet(k, ev, now_ns()))
         else:
             frames = encoded[k]
         push.send_multipart(frames, copy=False)
@@ -259,19 +270,17 @@ def _raw_relay(pull_ep: str, push_ep: str | None, n: int, ready, done) -> None:
     ctx.destroy(linger=1000)
 
 
-def raw_pyzmq(per_packet: int, packets: int, hops: int, transport: str, tmp: Path,
+def raw_pyzmq(windows: list[np.ndarray], hops: int, transport: str, tmp: Path,
               threads: dict | None = None) -> tuple[float, float]:
-    """Seconds to push ``packets`` protocol frames through ``hops`` raw PUSH/PULL hops, and the
-    CPU seconds the relay processes spent meanwhile (per thread role into ``threads``, if given)."""
+    """Seconds to push ``windows`` as protocol frames through ``hops`` raw PUSH/PULL hops, and
+    the CPU seconds the relay processes spent meanwhile (per thread role into ``threads``, if
+    given)."""
     import zmq
-
-    from spikeflow.service.packet import Packet
-    from spikeflow.service.protocol import encode
 
     # the very frames the graph's feeder sends (one set per packet, as in memory there): sending
     # one cached set over and over would spare the reference the reads a real stream costs
-    encoded = [[bytes(f) for f in encode(Packet("events", "feed", k, SIZE, k * 1000, (k + 1) * 1000, 0, ev))]
-               for k, ev in enumerate(synthetic(per_packet, packets))]
+    encoded = feed_frames(windows)
+    packets = len(encoded)
     ctx_mp = mp.get_context("spawn")
     eps = [f"ipc://{tmp}/raw{hops}-{i}" if transport == "ipc" else f"tcp://127.0.0.1:{_port()}"
            for i in range(hops)]
@@ -354,7 +363,7 @@ def main(argv=None) -> int:
                     ours.append(r["span_s"] * packets / (packets - 1))  # sink span covers packets - 1 gaps
                     cpu.append(r["cpu_s"] / (packets - 1))
                     raw_threads = {} if args.threads else None
-                    tr, cr = raw_pyzmq(per, packets, hops + 1, transport, tmp, raw_threads)  # + the feeding connection
+                    tr, cr = raw_pyzmq(src, hops + 1, transport, tmp, raw_threads)  # + the feeding connection
                     raw.append(tr)
                     raw_cpu.append(cr / packets)
                     split.append(({k: v / (packets - 1) for k, v in r["threads_s"].items()},

@@ -15,7 +15,6 @@ arrays of an in-process chain. So every probe also goes through read-only.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
@@ -29,7 +28,7 @@ def read_only(packet: Packet) -> Packet:
         return packet
     ev = packet.events.copy()
     ev.setflags(write=False)
-    return dataclasses.replace(packet, events=ev)
+    return packet.with_events(ev)
 
 
 def warm_kernels(node, port: str, probes: Iterable[Packet]) -> None:

@@ -298,10 +298,13 @@ class EdgeSender:
             self._send_plain(topic, header, events)
         self._sent += 1
         if self.max_bytes is not None:
-            n = payload_bytes(packet)
-            self._sizes.append(n)
-            self._bytes += n
+            self._in_flight_bytes(payload_bytes(packet))
         return True
+
+    def _in_flight_bytes(self, n: int) -> None:
+        """One more packet of ``n`` payload bytes in flight (``_drain_control`` retires them)."""
+        self._sizes.append(n)
+        self._bytes += n
 
     def _send_plain(self, topic: bytes, header: bytes, events: Any) -> None:
         """The frames after the routing frame of one packet without data (``encode_plain``)."""
@@ -365,9 +368,7 @@ class EdgeSender:
             batch.append(frames)
             self._sent += 1
             if self.max_bytes is not None:
-                n = ev.nbytes
-                self._sizes.append(n)
-                self._bytes += n
+                self._in_flight_bytes(ev.nbytes)
             if len(batch) >= self.batch_max:
                 self.flush()
             return True

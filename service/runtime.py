@@ -632,14 +632,10 @@ class Worker:
                 if remote:
                     self._send_remote(plan, remote, p)
 
-    def _route_outputs(self, name: str, out, packet: Packet | None) -> None:
+    def _route_flushed(self, name: str, out) -> None:
         """Route what node ``name`` emitted outside a delivery (its ``flush``)."""
-        plan = self._plans[name]
-        now = _time_ns()
         if out:
-            self._fan_out(plan, out, now)
-        elif packet is not None and plan.sink and packet.sent_ns:
-            plan.latency.record(now - packet.sent_ns)
+            self._fan_out(self._plans[name], out, _time_ns())
 
     def _drain(self) -> None:
         for name in self.names:
@@ -650,7 +646,7 @@ class Worker:
                 self.failures.append(f"{name}.flush: {type(e).__name__}: {e}")
                 log.error("flush of %s failed: %s", name, e)
                 continue
-            self._route_outputs(name, out, None)
+            self._route_flushed(name, out)
         for key, sender in self._senders.items():
             consumer, _, port = key.rpartition(".")
             inp = self.spec.nodes[consumer].inputs[port]
