@@ -10,7 +10,6 @@ Exact ``min``/``max``/``count``/``sum`` are kept beside the buckets.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,8 @@ def bucket_of(value_ns: int) -> int:
 
 def _bucket_starts() -> list[int]:
     """``starts[k - 1]`` = the smallest integer in bucket ``k`` or above, so that
-    ``bisect_right(starts, v) == bucket_of(v)`` for every integer ``v`` (one C call instead of a
-    float logarithm; found by bisection on :func:`bucket_of` itself, so the two agree exactly)."""
+    ``searchsorted(starts, v, "right") == bucket_of(v)`` for every integer ``v`` (no float
+    logarithm; found by bisection on :func:`bucket_of` itself, so the two agree exactly)."""
     starts = []
     for k in range(1, N_BUCKETS):
         lo, hi = 1, 1 << 65           # bucket_of(lo) < k <= bucket_of(hi)
@@ -43,7 +42,31 @@ def _bucket_starts() -> list[int]:
     return starts
 
 
-_STARTS = _bucket_starts()
+_STARTS = np.array(_bucket_starts(), dtype=np.uint64)   # (the last start is below 2**64)
+
+
+def _folded(state: tuple, values: list) -> tuple[np.ndarray, int, int, int, int]:
+    """``state`` (counts, count, total, min, max) with ``values`` (ns; negatives count as 0:
+    clocks of two processes may disagree by a few µs, never a negative latency) added."""
+    a = np.array(values, dtype=np.int64)
+    np.maximum(a, 0, out=a)
+    counts, n, total, lo, hi = state
+    counts = counts + np.bincount(np.searchsorted(_STARTS, a.view(np.uint64), side="right"), minlength=N_BUCKETS)
+    a_lo, a_hi = int(a.min()), int(a.max())
+    a_sum = int(a.sum()) if a_hi < 1 << 52 else sum(a.tolist())   # (int64 cannot overflow: len(a) <= FOLD)
+    return (counts, n + len(a), total + a_sum, a_lo if n == 0 else min(lo, a_lo), max(hi, a_hi))
+
+
+def _percentile(view: tuple, q: float) -> float:
+    """Percentile ``q`` of a ``(counts, count, total, min, max)`` view (see Histogram.percentile)."""
+    c, n, _, lo, hi = view
+    if n == 0:
+        return 0.0
+    if q >= 100:
+        return float(hi)
+    rank = max(1, math.ceil(n * q / 100.0))
+    idx = int(np.searchsorted(np.cumsum(c), rank, side="left"))
+    return float(min(max(bucket_upper(idx), lo), hi))
 
 
 def bucket_upper(index: int) -> float:
@@ -52,70 +75,94 @@ def bucket_upper(index: int) -> float:
 
 
 class Histogram:
-    """Log-bucketed histogram of non-negative values in ns."""
+    """Log-bucketed histogram of non-negative values in ns.
 
-    __slots__ = ("_c", "count", "max", "min", "total")
+    Why deferred: ``record`` is paid per node and per packet on the node thread, so it only
+    appends the value; every ``FOLD`` values (and on any read) they are bucketed together with
+    numpy, at about a third of the cost of bucketing each one in Python. Reads from another
+    thread (the heartbeat's snapshot) never fold: they combine the folded state with a copy of
+    the values still waiting, so they may miss values being folded at that instant, never count
+    one twice. Only the recording thread folds.
+    """
+
+    __slots__ = ("_pending", "_state")
+    FOLD = 1024
 
     def __init__(self):
-        self._c = [0] * N_BUCKETS   # a list: incrementing one is several times cheaper than numpy's
-        self.count = 0
-        self.total = 0
-        self.min = 0
-        self.max = 0
+        self._pending: list[int] = []
+        # (counts per bucket, count, total, min, max): replaced whole, never changed in place
+        self._state: tuple[np.ndarray, int, int, int, int] = (np.zeros(N_BUCKETS, np.int64), 0, 0, 0, 0)
+
+    def record(self, value_ns: int) -> None:
+        pending = self._pending
+        pending.append(value_ns)
+        if len(pending) >= self.FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Bucket the waiting values into a new state (recording thread only)."""
+        pending = self._pending
+        if pending:
+            self._pending = []   # (first: a reader then sees these values in neither place, not twice)
+            self._state = _folded(self._state, pending)
+
+    def _view(self) -> tuple[np.ndarray, int, int, int, int]:
+        """The state including the values still waiting, without changing anything."""
+        state, pending = self._state, list(self._pending)
+        return _folded(state, pending) if pending else state
 
     @property
     def counts(self) -> np.ndarray:
         """Count per bucket (a copy)."""
-        return np.array(self._c, dtype=np.int64)
+        return self._view()[0].copy()
 
-    def record(self, value_ns: int) -> None:
-        v = int(value_ns)
-        if v < 0:  # noqa: PLR1730 - (a comparison is cheaper than a call to max on this hot path)
-            v = 0  # clocks of two processes may disagree by a few µs; never a negative latency
-        self._c[bisect_right(_STARTS, v)] += 1
-        if v > self.max:  # noqa: PLR1730
-            self.max = v
-        if v < self.min or not self.count:
-            self.min = v
-        self.count += 1
-        self.total += v
+    @property
+    def count(self) -> int:
+        return self._view()[1]
+
+    @property
+    def total(self) -> int:
+        return self._view()[2]
+
+    @property
+    def min(self) -> int:
+        return self._view()[3]
+
+    @property
+    def max(self) -> int:
+        return self._view()[4]
 
     def merge(self, other: Histogram) -> Histogram:
         """Add ``other`` into this histogram (in place) and return self."""
-        if other.count == 0:
+        c2, n2, s2, lo2, hi2 = other._view()
+        if n2 == 0:
             return self
-        self._c = [a + b for a, b in zip(self._c, other._c)]
-        self.min = other.min if self.count == 0 else min(self.min, other.min)
-        self.max = max(self.max, other.max)
-        self.count += other.count
-        self.total += other.total
+        self._fold()
+        c, n, s, lo, hi = self._state
+        self._state = (c + c2, n + n2, s + s2, lo2 if n == 0 else min(lo, lo2), max(hi, hi2))
         return self
 
     def percentile(self, q: float) -> float:
         """Value at percentile ``q`` (0..100): the upper bound of its bucket, clipped to [min, max]."""
-        if self.count == 0:
-            return 0.0
-        if q >= 100:
-            return float(self.max)
-        rank = max(1, math.ceil(self.count * q / 100.0))
-        idx = int(np.searchsorted(np.cumsum(self._c), rank, side="left"))
-        return float(min(max(bucket_upper(idx), self.min), self.max))
+        return _percentile(self._view(), q)
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
+        _, n, s, _, _ = self._view()
+        return s / n if n else 0.0
 
     def summary_us(self) -> dict[str, float]:
         """p50/p99/max/mean in µs (what status tables show)."""
-        return {"count": self.count, "p50_us": self.percentile(50) / 1e3, "p99_us": self.percentile(99) / 1e3,
-                "max_us": self.max / 1e3, "mean_us": self.mean / 1e3}
+        view = self._view()
+        _, n, s, _, hi = view
+        return {"count": n, "p50_us": _percentile(view, 50) / 1e3, "p99_us": _percentile(view, 99) / 1e3,
+                "max_us": hi / 1e3, "mean_us": (s / n if n else 0.0) / 1e3}
 
     # -- serialisation (JSON-friendly, sparse) -----------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        c = self._c
-        nz = [i for i in range(N_BUCKETS) if c[i]]
-        return {"b": nz, "c": [c[i] for i in nz], "n": self.count, "sum": self.total,
-                "min": self.min, "max": self.max}
+        c, n, s, lo, hi = self._view()
+        nz = np.flatnonzero(c)
+        return {"b": nz.tolist(), "c": c[nz].tolist(), "n": n, "sum": s, "min": lo, "max": hi}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Histogram:
@@ -127,9 +174,8 @@ class Histogram:
                 raise ValueError("malformed histogram dict")
             counts = np.zeros(N_BUCKETS, dtype=np.int64)
             counts[idx] = cnt
-            h._c = counts.tolist()
-            h.count, h.total = int(d.get("n", 0)), int(d.get("sum", 0))
-            h.min, h.max = int(d.get("min", 0)), int(d.get("max", 0))
+            h._state = (counts, int(d.get("n", 0)), int(d.get("sum", 0)), int(d.get("min", 0)),
+                        int(d.get("max", 0)))
         return h
 
 

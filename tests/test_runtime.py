@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -251,6 +252,45 @@ def test_histogram_percentiles_within_bucket_precision():
         assert abs(h.percentile(q) - exact) / exact < 0.1
     assert h.max == vals.max() and h.min == vals.min() and h.count == len(vals)
     assert h.percentile(100) == vals.max()
+
+
+def test_histogram_reads_see_waiting_values_and_never_count_one_twice():
+    # record() only queues a value; reads include what waits (without folding it), so a
+    # snapshot taken by another thread mid-stream never counts more values than were recorded
+    from spikeflow.service.metrics import bucket_of
+
+    h = Histogram()
+    for v in (-5, 0, 7, 3_000):                  # fewer than FOLD: all still waiting
+        h.record(v)
+    d = h.to_dict()
+    assert (d["n"], d["sum"], d["min"], d["max"]) == (4, 3_007, 0, 3_000)   # negatives count as 0
+    assert dict(zip(d["b"], d["c"])) == {0: 2, bucket_of(7): 1, bucket_of(3_000): 1}
+    assert Histogram.from_dict(d).to_dict() == d
+    assert len(h._pending) == 4 and h.count == 4  # the read folded nothing: only the recording thread folds
+    n_values, recorded, seen = 8 * Histogram.FOLD + 17, [4], []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            snap = h.to_dict()
+            seen.append((snap["n"], recorded[0], sum(snap["c"])))
+
+    t = threading.Thread(target=reader)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)                  # (the threads take turns often)
+    t.start()
+    try:
+        for v in range(1, n_values + 1):
+            recorded[0] = 4 + v                  # (before: a snapshot may include v from now on)
+            h.record(v)
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(switch)
+    assert seen and all(n <= done and n == buckets for n, done, buckets in seen)
+    final = h.to_dict()
+    assert final["n"] == 4 + n_values and final["sum"] == 3_007 + n_values * (n_values + 1) // 2
+    assert final["max"] == n_values and h.percentile(100) == n_values
 
 
 def test_histograms_merge_like_one():
