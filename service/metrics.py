@@ -10,7 +10,7 @@ Exact ``min``/``max``/``count``/``sum`` are kept beside the buckets.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,28 +45,52 @@ def _bucket_starts() -> list[int]:
 _STARTS = np.array(_bucket_starts(), dtype=np.uint64)   # (the last start is below 2**64)
 
 
-def _folded(state: tuple, values: list) -> tuple[np.ndarray, int, int, int, int]:
-    """``state`` (counts, count, total, min, max) with ``values`` (ns; negatives count as 0:
-    clocks of two processes may disagree by a few µs, never a negative latency) added."""
-    a = np.array(values, dtype=np.int64)
-    np.maximum(a, 0, out=a)
-    counts, n, total, lo, hi = state
-    counts = counts + np.bincount(np.searchsorted(_STARTS, a.view(np.uint64), side="right"), minlength=N_BUCKETS)
-    a_lo, a_hi = int(a.min()), int(a.max())
-    a_sum = int(a.sum()) if a_hi < 1 << 52 else sum(a.tolist())   # (int64 cannot overflow: len(a) <= FOLD)
-    return (counts, n + len(a), total + a_sum, a_lo if n == 0 else min(lo, a_lo), max(hi, a_hi))
+class _Totals(NamedTuple):
+    """A histogram's figures: bucket counts and exact count, sum, min and max (replaced whole,
+    never changed in place, so another thread can read one without a lock)."""
+
+    counts: np.ndarray
+    count: int = 0
+    total: int = 0
+    min: int = 0
+    max: int = 0
+
+    @classmethod
+    def of(cls, values: list) -> _Totals:
+        """The figures of ``values`` (ns; negatives count as 0: clocks of two processes may
+        disagree by a few µs, never a negative latency)."""
+        a = np.array(values, dtype=np.int64)
+        np.maximum(a, 0, out=a)
+        counts = np.bincount(np.searchsorted(_STARTS, a.view(np.uint64), side="right"), minlength=N_BUCKETS)
+        hi = int(a.max()) if len(a) else 0
+        total = int(a.sum()) if hi < 1 << 52 else sum(a.tolist())   # (no int64 overflow: len(a) <= FOLD)
+        return cls(counts, len(a), total, int(a.min()) if len(a) else 0, hi)
+
+    def plus(self, other: _Totals) -> _Totals:
+        """Both together (what merging two histograms gives)."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        return _Totals(self.counts + other.counts, self.count + other.count, self.total + other.total,
+                       min(self.min, other.min), max(self.max, other.max))
+
+    def percentile(self, q: float) -> float:
+        """Value at percentile ``q`` (0..100): the upper bound of its bucket, clipped to [min, max]."""
+        if self.count == 0:
+            return 0.0
+        if q >= 100:
+            return float(self.max)
+        rank = max(1, math.ceil(self.count * q / 100.0))
+        idx = int(np.searchsorted(np.cumsum(self.counts), rank, side="left"))
+        return float(min(max(bucket_upper(idx), self.min), self.max))
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
 
 
-def _percentile(view: tuple, q: float) -> float:
-    """Percentile ``q`` of a ``(counts, count, total, min, max)`` view (see Histogram.percentile)."""
-    c, n, _, lo, hi = view
-    if n == 0:
-        return 0.0
-    if q >= 100:
-        return float(hi)
-    rank = max(1, math.ceil(n * q / 100.0))
-    idx = int(np.searchsorted(np.cumsum(c), rank, side="left"))
-    return float(min(max(bucket_upper(idx), lo), hi))
+_EMPTY = _Totals(np.zeros(N_BUCKETS, np.int64))
 
 
 def bucket_upper(index: int) -> float:
@@ -78,11 +102,11 @@ class Histogram:
     """Log-bucketed histogram of non-negative values in ns.
 
     Why deferred: ``record`` is paid per node and per packet on the node thread, so it only
-    appends the value; every ``FOLD`` values (and on any read) they are bucketed together with
-    numpy, at about a third of the cost of bucketing each one in Python. Reads from another
-    thread (the heartbeat's snapshot) never fold: they combine the folded state with a copy of
-    the values still waiting, so they may miss values being folded at that instant, never count
-    one twice. Only the recording thread folds.
+    appends the value; every ``FOLD`` values are bucketed together with numpy, at about a third
+    of the cost of bucketing each one in Python. Reads (also from another thread: the
+    heartbeat's snapshot) never fold: they add a copy of the values still waiting to the folded
+    figures, so they may miss values being folded at that instant, never count one twice. Only
+    the recording thread folds.
     """
 
     __slots__ = ("_pending", "_state")
@@ -90,8 +114,7 @@ class Histogram:
 
     def __init__(self):
         self._pending: list[int] = []
-        # (counts per bucket, count, total, min, max): replaced whole, never changed in place
-        self._state: tuple[np.ndarray, int, int, int, int] = (np.zeros(N_BUCKETS, np.int64), 0, 0, 0, 0)
+        self._state = _EMPTY
 
     def record(self, value_ns: int) -> None:
         pending = self._pending
@@ -100,69 +123,46 @@ class Histogram:
             self._fold()
 
     def _fold(self) -> None:
-        """Bucket the waiting values into a new state (recording thread only)."""
+        """Bucket the waiting values into new figures (recording thread only)."""
         pending = self._pending
         if pending:
             self._pending = []   # (first: a reader then sees these values in neither place, not twice)
-            self._state = _folded(self._state, pending)
+            self._state = self._state.plus(_Totals.of(pending))
 
-    def _view(self) -> tuple[np.ndarray, int, int, int, int]:
-        """The state including the values still waiting, without changing anything."""
+    def _view(self) -> _Totals:
+        """The figures including the values still waiting, without changing anything."""
         state, pending = self._state, list(self._pending)
-        return _folded(state, pending) if pending else state
+        return state.plus(_Totals.of(pending)) if pending else state
 
-    @property
-    def counts(self) -> np.ndarray:
-        """Count per bucket (a copy)."""
-        return self._view()[0].copy()
-
-    @property
-    def count(self) -> int:
-        return self._view()[1]
-
-    @property
-    def total(self) -> int:
-        return self._view()[2]
-
-    @property
-    def min(self) -> int:
-        return self._view()[3]
-
-    @property
-    def max(self) -> int:
-        return self._view()[4]
+    counts = property(lambda self: self._view().counts.copy(), doc="Count per bucket (a copy).")
+    count = property(lambda self: self._view().count)
+    total = property(lambda self: self._view().total)
+    min = property(lambda self: self._view().min)
+    max = property(lambda self: self._view().max)
+    mean = property(lambda self: self._view().mean)
 
     def merge(self, other: Histogram) -> Histogram:
         """Add ``other`` into this histogram (in place) and return self."""
-        c2, n2, s2, lo2, hi2 = other._view()
-        if n2 == 0:
-            return self
         self._fold()
-        c, n, s, lo, hi = self._state
-        self._state = (c + c2, n + n2, s + s2, lo2 if n == 0 else min(lo, lo2), max(hi, hi2))
+        self._state = self._state.plus(other._view())
         return self
 
     def percentile(self, q: float) -> float:
         """Value at percentile ``q`` (0..100): the upper bound of its bucket, clipped to [min, max]."""
-        return _percentile(self._view(), q)
-
-    @property
-    def mean(self) -> float:
-        _, n, s, _, _ = self._view()
-        return s / n if n else 0.0
+        return self._view().percentile(q)
 
     def summary_us(self) -> dict[str, float]:
         """p50/p99/max/mean in µs (what status tables show)."""
-        view = self._view()
-        _, n, s, _, hi = view
-        return {"count": n, "p50_us": _percentile(view, 50) / 1e3, "p99_us": _percentile(view, 99) / 1e3,
-                "max_us": hi / 1e3, "mean_us": (s / n if n else 0.0) / 1e3}
+        v = self._view()
+        return {"count": v.count, "p50_us": v.percentile(50) / 1e3, "p99_us": v.percentile(99) / 1e3,
+                "max_us": v.max / 1e3, "mean_us": v.mean / 1e3}
 
     # -- serialisation (JSON-friendly, sparse) -----------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        c, n, s, lo, hi = self._view()
-        nz = np.flatnonzero(c)
-        return {"b": nz.tolist(), "c": c[nz].tolist(), "n": n, "sum": s, "min": lo, "max": hi}
+        v = self._view()
+        nz = np.flatnonzero(v.counts)
+        return {"b": nz.tolist(), "c": v.counts[nz].tolist(), "n": v.count, "sum": v.total, "min": v.min,
+                "max": v.max}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Histogram:
@@ -174,8 +174,8 @@ class Histogram:
                 raise ValueError("malformed histogram dict")
             counts = np.zeros(N_BUCKETS, dtype=np.int64)
             counts[idx] = cnt
-            h._state = (counts, int(d.get("n", 0)), int(d.get("sum", 0)), int(d.get("min", 0)),
-                        int(d.get("max", 0)))
+            h._state = _Totals(counts, int(d.get("n", 0)), int(d.get("sum", 0)), int(d.get("min", 0)),
+                               int(d.get("max", 0)))
         return h
 
 
