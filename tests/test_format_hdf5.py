@@ -229,9 +229,11 @@ def test_columns_kernel_matches_naive(seed):
     x, y = rng.integers(0, width, n).astype("u2"), rng.integers(0, height, n).astype("i4")
     p = rng.integers(0, 2, n).astype("i4")
     i = int(rng.integers(0, n))
-    kind = int(rng.integers(0, 4))
+    kind = int(rng.integers(0, 5))
     if kind == 1:
         x[i] = width
+    elif kind == 4:
+        y[i] = -1  # negative: outside as well
     elif kind == 2 and i:
         t[i] = t[i - 1] - 1
     elif kind == 3:

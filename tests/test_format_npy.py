@@ -13,7 +13,7 @@ import pytest
 import tonic
 from fuzzing import fuzz_reader, mutate
 from spikeflow.drivers.formats import npy_kernels
-from spikeflow.drivers.formats.tonic_npy import READ_BLOCK, _fast_header
+from spikeflow.drivers.formats.tonic_npy import MAP_BYTES, READ_BLOCK, _fast_header
 from spikeflow.drivers.recording import (
     detect_format,
     open_recording,
@@ -251,7 +251,7 @@ def test_fast_header_parser_leaves_the_rest_to_numpy(tmp_path, header):
 
 def _random_events(rng, n, width, height):
     t = np.cumsum(rng.integers(0, 3, n)) + int(rng.integers(-1000, 1000))
-    return t, rng.integers(0, width, n), rng.integers(0, height, n), rng.integers(0, 2, n)
+    return t, rng.integers(0, width, n), rng.integers(0, height, n), rng.integers(-1, 2, n)
 
 
 def _spoil(rng, t, x, y, p, width, height):
@@ -266,6 +266,21 @@ def _spoil(rng, t, x, y, p, width, height):
     elif kind == 3:
         p[i] = 40_000
     return kind
+
+
+@pytest.mark.parametrize("field", ["x", "y"])
+def test_kernels_refuse_negative_coordinates(field):
+    """The bounds check is one unsigned compare: -1 must land outside, not wrap to a valid pixel."""
+    src = np.zeros(5, [("t", "<i8"), ("x", "<i2"), ("y", "<i4"), ("p", "u1")])
+    src["t"] = np.arange(5)
+    src[field][3] = -1
+    out = np.zeros(5, EVENT_DTYPE)
+    assert npy_kernels.records_to_events_(src, out, 0, 10, 10, 0, True) == (3, npy_kernels.OUTSIDE)
+    rows = np.stack([src["t"], src["x"], src["y"], src["p"]], axis=1).astype(np.int64)
+    assert npy_kernels.rows_to_events_(rows, 0, 1, 2, 3, out, 0, 10, 10, 0, True) == (3, npy_kernels.OUTSIDE)
+    ev = np.zeros(5, EVENT_DTYPE)
+    ev[field][3] = -1
+    assert npy_kernels.first_invalid_event(ev, 10, 10, 0, True) == (3, npy_kernels.OUTSIDE)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -419,15 +434,45 @@ def test_folder_preset_from_a_str_path(gesture, tmp_path):
     np.testing.assert_array_equal(ev["t"], arr[:, 3] * 1000)
 
 
-def test_file_shrinking_after_open_is_a_recording_error(gesture, tmp_path):
-    """read_all maps the file: one that lost bytes since ``_open`` falls back to the read path,
-    whose error names the first missing byte."""
+@pytest.mark.parametrize("check_order", [True, False])
+def test_file_shrinking_after_open_is_a_recording_error(gesture, tmp_path, check_order):
+    """``_open`` maps the file for read_all: one that lost bytes since falls back to the read
+    path, whose error names the first missing byte, instead of touching the lost pages (SIGBUS,
+    which would kill this process; without the time check nothing else stops the kernel)."""
     path = tmp_path / "s.npy"
     np.save(path, gesture[:50_000].astype(EXPELLIARMUS))
     start = _numpy_header(path)[3]
-    with open_recording(path, sensor_size=(128, 128)) as rec:
+    with open_recording(path, sensor_size=(128, 128), check_order=check_order) as rec:
         assert rec._mode == "records"
         with open(path, "r+b") as f:
             f.truncate(start + 16 * 1000 + 5)
         with pytest.raises(RecordingError, match=rf"s\.npy at byte {start + 16 * 1000 + 5}: file ends early"):
             rec.read_all()
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps") as f:
+        return str(path) in f.read()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+def test_the_map_made_at_open_is_released_by_read_all_and_by_close(gesture, tmp_path):
+    """Files from MAP_BYTES are mapped once by ``_open`` (one open for header and data) and
+    converted from that map by read_all; neither reading nor closing unread may leave it mapped.
+    Small files and our own layout (read in place) are never mapped."""
+    big, small, own = tmp_path / "big.npy", tmp_path / "small.npy", tmp_path / "own.npy"
+    np.save(big, gesture[:20_000].astype(EXPELLIARMUS))
+    np.save(small, gesture[:100].astype(EXPELLIARMUS))
+    np.save(own, gesture[:20_000])
+    assert big.stat().st_size >= MAP_BYTES > small.stat().st_size
+    rec = open_recording(big, sensor_size=(128, 128))
+    assert _mapped(big)
+    np.testing.assert_array_equal(rec.read_all(), gesture[:20_000])
+    assert not _mapped(big)
+    with open_recording(big, sensor_size=(128, 128)) as rec:
+        assert _mapped(big)
+    assert not _mapped(big)
+    for path, n in ((small, 100), (own, 20_000)):
+        with open_recording(path, sensor_size=(128, 128)) as rec:
+            assert not _mapped(path)
+            np.testing.assert_array_equal(rec.read_all(), gesture[:n])

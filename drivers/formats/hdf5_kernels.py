@@ -73,12 +73,14 @@ def columns_to_events_(t, x, y, p, t_offset, out, o0, width, height, last_t, che
     guarantees t casts to int64 and x, y fit int16 once inside the sensor.
     """
     prev = np.int64(last_t)
+    w, h = np.uint64(width), np.uint64(height)
+    dst = out[o0:]  # (indexed by i, which numba knows is >= 0: no wraparound per event)
     for i in range(t.shape[0]):
         tv = np.int64(t[i]) + t_offset
         xv = np.int64(x[i])
         yv = np.int64(y[i])
         pv = np.int64(p[i])
-        if xv < 0 or xv >= width or yv < 0 or yv >= height:
+        if np.uint64(xv) >= w or np.uint64(yv) >= h:  # (a negative value wraps above any width)
             return i, OUTSIDE
         if check_order:
             if tv < prev:
@@ -86,7 +88,7 @@ def columns_to_events_(t, x, y, p, t_offset, out, o0, width, height, last_t, che
             prev = tv
         if pv < -32768 or pv > 32767:
             return i, P_RANGE
-        o = out[o0 + i]
+        o = dst[i]
         o.t = tv
         o.x = xv
         o.y = yv

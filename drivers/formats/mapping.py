@@ -13,24 +13,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def map_whole(fd: int) -> mmap.mmap | None:
+    """The whole file behind an open descriptor mapped read-only, or None when it cannot be
+    (an empty file, a pipe, no address space)."""
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
+def unmap(mm: mmap.mmap) -> None:
+    """Unmap now, or leave it to the garbage collector if a view of it is still alive (only
+    when a kernel raised and its traceback holds one)."""
+    try:
+        mm.close()
+    except BufferError:
+        pass
+
+
 @contextmanager
 def mapped_file(path: str) -> Iterator[mmap.mmap | None]:
     """The whole file mapped read-only, or None when it cannot be (the caller then takes its
-    read path); unmapped on exit, or by the garbage collector if a view of it outlived the
-    block (only when a kernel raised)."""
+    read path); unmapped on exit."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            mm = map_whole(fd)
         finally:
             os.close(fd)
-    except (OSError, ValueError):
-        yield None
-        return
+    except OSError:
+        mm = None
     try:
         yield mm
     finally:
-        try:
-            mm.close()
-        except BufferError:
-            pass
+        if mm is not None:
+            unmap(mm)

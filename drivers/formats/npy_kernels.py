@@ -8,6 +8,11 @@ the kernels check the sensor bounds, the time order and p's int16 range. They re
 ``(index, code)`` with the codes of ``check_kernels`` (OK 0, OUTSIDE 1, BACKWARDS 2; repeated
 here because kernel modules import only numpy/numba/math) or P_RANGE 3; the caller re-decodes
 a failed block the slow way, which words the error exactly as before.
+
+Two details halve the per-event cost (1.4 -> 0.9 ns on a block in L2): the output is sliced once
+(``out[o0:]``) so each store indexes it with the loop counter, which numba knows is not negative
+(``out[o0 + i]`` costs a negative-index wraparound per event), and the sensor bounds are one
+unsigned compare per coordinate (a negative value wraps above any width).
 """
 
 import numpy as np
@@ -38,12 +43,14 @@ def records_to_events_(src, out, o0, width, height, last_t, check_order):
     (``check_order``) earlier than its predecessor (``last_t`` before the first).
     """
     prev = np.int64(last_t)
+    w, h = np.uint64(width), np.uint64(height)
+    dst = out[o0:]
     for i in range(src.shape[0]):
         s = src[i]
         tv = np.int64(s.t)
         xv = np.int64(s.x)
         yv = np.int64(s.y)
-        if xv < 0 or xv >= width or yv < 0 or yv >= height:
+        if np.uint64(xv) >= w or np.uint64(yv) >= h:
             return i, OUTSIDE
         if check_order:
             if tv < prev:
@@ -52,7 +59,7 @@ def records_to_events_(src, out, o0, width, height, last_t, check_order):
         pv = np.int64(s.p)
         if pv < -32768 or pv > 32767:
             return i, P_RANGE
-        o = out[o0 + i]
+        o = dst[i]
         o.t = tv
         o.x = xv
         o.y = yv
@@ -65,11 +72,13 @@ def rows_to_events_(src, ct, cx, cy, cp, out, o0, width, height, last_t, check_o
     """The same for a plain C-order (N, 4) integer array whose columns ct, cx, cy, cp hold
     t, x, y, p."""
     prev = np.int64(last_t)
+    w, h = np.uint64(width), np.uint64(height)
+    dst = out[o0:]
     for i in range(src.shape[0]):
         tv = np.int64(src[i, ct])
         xv = np.int64(src[i, cx])
         yv = np.int64(src[i, cy])
-        if xv < 0 or xv >= width or yv < 0 or yv >= height:
+        if np.uint64(xv) >= w or np.uint64(yv) >= h:
             return i, OUTSIDE
         if check_order:
             if tv < prev:
@@ -78,7 +87,7 @@ def rows_to_events_(src, ct, cx, cy, cp, out, o0, width, height, last_t, check_o
         pv = np.int64(src[i, cp])
         if pv < -32768 or pv > 32767:
             return i, P_RANGE
-        o = out[o0 + i]
+        o = dst[i]
         o.t = tv
         o.x = xv
         o.y = yv
@@ -91,9 +100,10 @@ def first_invalid_event(ev, width, height, last_t, check_order):
     """(index, code) of the first bad event of an EVENT_DTYPE array, or (-1, OK): the check
     of ``check_kernels.first_invalid`` on records (the file already holds our layout)."""
     prev = np.int64(last_t)
+    w, h = np.uint64(width), np.uint64(height)
     for i in range(ev.shape[0]):
         e = ev[i]
-        if e.x < 0 or e.x >= width or e.y < 0 or e.y >= height:
+        if np.uint64(np.int64(e.x)) >= w or np.uint64(np.int64(e.y)) >= h:
             return i, OUTSIDE
         if check_order:
             if e.t < prev:
