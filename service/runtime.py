@@ -223,11 +223,9 @@ class Worker:
 
     def _make_plans(self) -> dict[str, _NodePlan]:
         plans = {n: _NodePlan(n, self.nodes[n], self.metrics[n], n in self._sinks) for n in self.names}
-        for (node, port), consumers in self._route_local.items():
-            local = tuple((plans[c], p) for c, p in consumers)
-            plans[node].routes[port] = (local, plans[node].routes.get(port, _NOWHERE)[1])
-        for (node, port), senders in self._route_remote.items():
-            plans[node].routes[port] = (plans[node].routes.get(port, _NOWHERE)[0], tuple(senders))
+        for node, port in self._route_local.keys() | self._route_remote.keys():
+            plans[node].routes[port] = (tuple((plans[c], p) for c, p in self._route_local.get((node, port), ())),
+                                        tuple(self._route_remote.get((node, port), ())))
         return plans
 
     def _endpoint(self, key: str) -> str:
